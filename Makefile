@@ -1,0 +1,87 @@
+# prairiefyre.updater: every set-up step goes through this file.
+#   make demo   venv + lab + sample patch + update + verify + summary
+#   make test   every test and quality gate (what CI runs)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+VENV ?= $(ROOT)/.venv
+VENV311 ?= $(ROOT)/.venv311
+PY := $(VENV)/bin/python
+BUILD := $(ROOT)/.build
+COLL_LINK := $(BUILD)/collections/ansible_collections/prairiefyre/updater
+LAB := $(ROOT)/lab/labctl.py
+INV := $(ROOT)/inventory/lab
+
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export PRAIRIEFYRE_LAB_DIR ?= $(ROOT)/.lab
+export PATH := $(VENV)/bin:$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv venv311 link lab-up lab-down lab-status demo test lint units sanity \
+	integration molecule galaxy py311 bench clean
+
+help:
+	@echo "make demo      build the venv, start the lab, patch, update, verify, summarize"
+	@echo "make test      run every test and quality gate"
+	@echo "make lab-up    start the lab (enterprise + IVR hosts under supervisord)"
+	@echo "make lab-down  stop the lab"
+
+$(VENV)/.installed: requirements.txt scripts/pick_python.sh
+	@py=$$(scripts/pick_python.sh); \
+	ver=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	echo "venv: $(VENV) on Python $$ver ($$py)"; \
+	if [ "$$ver" = "3.11" ]; then \
+	  echo "venv: no Python 3.12+ here; falling back to the newest ansible-core for 3.11"; \
+	fi; \
+	rm -rf $(VENV); $$py -m venv $(VENV); \
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }; \
+	touch $@
+
+venv: $(VENV)/.installed link
+
+$(VENV311)/.installed: requirements.txt scripts/pick_python.sh
+	@py=$$(scripts/pick_python.sh --3.11); rm -rf $(VENV311); $$py -m venv $(VENV311); \
+	$(VENV311)/bin/pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }; \
+	touch $@
+
+venv311: $(VENV311)/.installed link
+
+# The checkout itself is the collection; a symlink puts it where ansible looks for it.
+link:
+	@mkdir -p $(dir $(COLL_LINK)); \
+	[ -L $(COLL_LINK) ] || ln -sfn $(ROOT) $(COLL_LINK)
+
+lab-up: venv
+	$(PY) $(LAB) up
+
+lab-down:
+	@if [ -x $(PY) ]; then $(PY) $(LAB) down; else echo "lab: no venv, nothing runs"; fi
+
+lab-status: venv
+	$(PY) $(LAB) status
+
+demo: venv
+	$(PY) $(LAB) reset
+	$(PY) $(LAB) up
+	ansible-playbook -i $(INV) playbooks/apply_patch.yml -e apply_patch_bundle=$(ROOT)/lab/patches/sample-6.3.2
+	ansible-playbook -i $(INV) playbooks/update_ivr.yml
+	ansible-playbook -i $(INV) playbooks/verify_ivr.yml
+	$(PY) $(LAB) report
+
+lint: venv
+	ruff format --check plugins tests lab bench scripts
+	ruff check plugins tests lab bench scripts
+	yamllint -s .
+	ansible-lint --offline --profile production roles playbooks
+
+units: venv
+	pytest -q -n 2 tests/unit
+
+integration: venv
+	pytest -q tests/integration
+
+test: lint units integration
