@@ -67,7 +67,7 @@ lab-status: venv
 demo: venv
 	$(PY) $(LAB) reset
 	$(PY) $(LAB) up
-	ansible-playbook -i $(INV) playbooks/apply_patch.yml -e apply_patch_bundle=$(ROOT)/lab/patches/sample-6.3.2
+	ansible-playbook -i $(INV) playbooks/apply_patch.yml -e enterprise_patch_bundle=$(ROOT)/lab/patches/sample-6.3.2
 	ansible-playbook -i $(INV) playbooks/update_ivr.yml
 	ansible-playbook -i $(INV) playbooks/verify_ivr.yml
 	$(PY) $(LAB) report
@@ -80,6 +80,21 @@ lint: venv
 
 units: venv
 	pytest -q -n 2 tests/unit
+
+# ansible-test works on a copy laid out as ansible_collections/<namespace>/<name>, holding
+# only what git tracks or would track (no venvs, lab state or caches).
+SANITY_HOME := $(BUILD)/home
+SANITY_DIR := $(BUILD)/sanity/ansible_collections/prairiefyre/updater
+define copy_collection
+	rm -rf $(1) && mkdir -p $(1)
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(1)
+endef
+
+sanity: venv
+	$(call copy_collection,$(SANITY_DIR))
+	scripts/prepare_sanity.sh $(SANITY_HOME) $(VENV)
+	cd $(SANITY_DIR) && HOME=$(SANITY_HOME) ansible-test sanity --color no \
+	  --python $$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 integration: venv
 	pytest -q tests/integration
