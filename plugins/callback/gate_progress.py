@@ -1,0 +1,54 @@
+# Copyright: prairiefyre.updater contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: gate_progress
+type: aggregate
+short_description: Show what each wait for an IVR service's permission is waiting for
+description:
+  - Ansible reports a retried task only as C(FAILED - RETRYING ... (N retries left)). While
+    an update waits for an IVR service's permission, this callback adds one line per poll that
+    names the host, the service, the busy ports out of the total, the longest call in progress,
+    the polls left and the delay to the next one.
+  - It acts on results of C(prairiefyre.updater.ivr_port_status) only and works beside any
+    stdout callback.
+requirements:
+  - Enable it in ansible.cfg with C(callbacks_enabled = prairiefyre.updater.gate_progress).
+"""
+
+from ansible.plugins.callback import CallbackBase
+
+PORT_STATUS_ACTIONS = frozenset(("prairiefyre.updater.ivr_port_status", "ivr_port_status"))
+
+
+def _parts(result):
+    """Return (task, host name, result dict) for the callback result of any ansible-core."""
+    task = getattr(result, "task", None) or getattr(result, "_task", None)
+    host = getattr(result, "host", None) or getattr(result, "_host", None)
+    data = getattr(result, "result", None)
+    if not isinstance(data, dict):
+        data = getattr(result, "_result", {})
+    return task, host.get_name() if host is not None else "?", data
+
+
+def progress_line(host, data, delay):
+    """The line shown for one unanswered poll."""
+    left = int(data.get("retries", 0)) - int(data.get("attempts", 0))
+    msg = data.get("msg") or "no answer yet"
+    return f"WAITING [{host}] {msg}; {left} polls left, next in {delay} s"
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "prairiefyre.updater.gate_progress"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def v2_runner_retry(self, result):
+        task, host, data = _parts(result)
+        if task is None or task.action not in PORT_STATUS_ACTIONS:
+            return
+
+        self._display.display(progress_line(host, data, task.delay))
