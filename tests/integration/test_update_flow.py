@@ -1,0 +1,122 @@
+"""The whole update, from patch to verified log line, through the real playbooks.
+
+The tests run in file order against one lab: each step builds on the state the previous
+one left, as an operator's runs do.
+"""
+
+import re
+
+import pytest
+
+SAMPLE = "lab/patches/sample-6.3.2"
+HOSTS = ("ivr01", "ivr02")
+POSTTASK = re.compile(
+    r"^Info {6}\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}:\d{2} (AM|PM) {5}Loaded PostTask: Assembly "
+    r"prairieFyre\.Updater\.Tasks, Version=6\.3\.2\.0, Culture=neutral, PublicKeyToken=null$"
+)
+
+
+def log_lines(lab, host):
+    raw = (lab.host_dir(host) / "install" / "CCM" / "Logs" / "UpdaterService.log").read_bytes()
+    return raw.decode("utf-8-sig").split("\r\n")
+
+
+def test_a_fresh_lab_is_up_to_date_and_nothing_stops(lab):
+    before = lab.pids()
+
+    rc, out, recap = lab.playbook("update_ivr.yml")
+
+    assert rc == 0, out
+    assert {h: recap[h]["changed"] for h in HOSTS} == {"ivr01": 0, "ivr02": 0}
+    assert lab.pids() == before
+
+
+def test_applying_the_sample_patch_bumps_two_modules(lab):
+    rc, out, recap = lab.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={SAMPLE}")
+
+    assert rc == 0, out
+    assert recap["enterprise-lab"]["changed"] == 1
+    ids = {m: spec["manifest_id"] for m, spec in lab.enterprise_manifest()["modules"].items()}
+    assert ids == {"ivr_inbound": 1001, "ivr_outbound": 2000, "ivr_upiq": 3001}
+
+
+def test_applying_the_same_patch_again_changes_nothing(lab):
+    rc, out, recap = lab.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={SAMPLE}")
+
+    assert rc == 0, out
+    assert recap["enterprise-lab"]["changed"] == 0
+
+
+def test_check_mode_reports_changes_and_stops_nothing(lab):
+    before = lab.pids()
+
+    rc, out, recap = lab.playbook("update_ivr.yml", "--check", "--diff")
+
+    assert rc == 0, out
+    assert all(recap[h]["changed"] > 0 for h in HOSTS), out
+    assert lab.pids() == before
+    assert lab.record("ivr01")["modules"]["ivr_inbound"]["manifest_id"] == 1000
+
+
+def test_update_restarts_only_the_patched_services(lab):
+    before = lab.pids()
+
+    rc, out, recap = lab.playbook("update_ivr.yml")
+
+    assert rc == 0, out
+    assert all(recap[h]["failed"] == 0 and recap[h]["changed"] > 0 for h in HOSTS)
+    after = lab.pids()
+    changed = sorted(name for name in before if before[name] != after.get(name))
+    assert changed == [f"{h}_{s}" for h in HOSTS for s in ("inbound", "upiq")]
+
+
+def test_every_host_records_the_new_manifest_ids(lab):
+    for host in HOSTS:
+        ids = {m: spec["manifest_id"] for m, spec in lab.record(host)["modules"].items()}
+        assert ids == {"ivr_inbound": 1001, "ivr_outbound": 2000, "ivr_upiq": 3001}, host
+
+
+def test_every_host_logs_the_posttask_line(lab):
+    for host in HOSTS:
+        assert POSTTASK.match(log_lines(lab, host)[-2]), (host, log_lines(lab, host)[-3:])
+
+
+def test_a_second_update_changes_nothing_and_stops_nothing(lab):
+    before = lab.pids()
+
+    rc, out, recap = lab.playbook("update_ivr.yml")
+
+    assert rc == 0, out
+    assert {h: (recap[h]["changed"], recap[h]["failed"]) for h in HOSTS} == {
+        "ivr01": (0, 0),
+        "ivr02": (0, 0),
+    }
+    assert lab.pids() == before
+
+
+def test_verification_passes(lab):
+    rc, out, recap = lab.playbook("verify_ivr.yml")
+
+    assert rc == 0, out
+    assert "ivr01: IVR Inbound runs 6.3.2.0." in out
+    assert "ivr02: IVR UpIQ runs 6.3.2.0." in out
+
+
+def test_the_update_dropped_no_call(lab):
+    status = lab.labctl("status").stdout
+
+    assert re.findall(r"dropped[=: ]+(\d+)", status) != []
+    assert set(re.findall(r"dropped[=: ]+(\d+)", status)) == {"0"}
+
+
+@pytest.mark.bad_input
+def test_an_unreachable_enterprise_fails_every_host_and_stops_nothing(lab):
+    before = lab.pids()
+
+    rc, out, recap = lab.playbook(
+        "update_ivr.yml", "-e", "remote_ivr_update_enterprise_url=http://127.0.0.1:9"
+    )
+
+    assert rc != 0
+    assert "http://127.0.0.1:9/manifest.json" in out
+    assert lab.pids() == before
