@@ -1,0 +1,239 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: manifest_compare
+short_description: Read the enterprise manifest and list the modules a host needs to update
+version_added: 0.1.0
+description:
+  - Reads the enterprise manifest from a path or an http(s) URL (O(enterprise_src)), or takes
+    one already read (O(enterprise_manifest)), and validates it against manifest format 1.
+  - With O(local_manifest), compares it with the host's record and returns, per manifest
+    module whose enterprise ID differs from the recorded one, what to install (RV(updates)) and
+    the services that the update stops and starts (RV(services)).
+  - A module whose enterprise ID is lower than the recorded one is a downgrade and fails the
+    task unless O(allow_downgrade=true).
+  - Read-only. It never reports a change.
+options:
+  enterprise_src:
+    description:
+      - Where to read the enterprise manifest, a local path or an V(http://) or V(https://) URL,
+        for instance V(http://127.0.0.1:18600/manifest.json).
+    type: str
+  enterprise_manifest:
+    description:
+      - The enterprise manifest as a dictionary, such as the RV(enterprise) a previous run of
+        this module returned. It is validated again.
+    type: dict
+  local_manifest:
+    description:
+      - Path of the host's record, normally C(<install_root>/.updater/manifest.json).
+      - A missing file means a host with nothing recorded, which needs every module.
+      - Omit it to only read and validate the enterprise manifest.
+    type: path
+  allow_downgrade:
+    description:
+      - Return a module whose enterprise ID is lower than the recorded one as an update instead
+        of failing.
+    type: bool
+    default: false
+  modules:
+    description:
+      - Compare only these manifest modules. Each must be in the enterprise manifest.
+      - Omit it, or give an empty list, to compare all of them.
+    type: list
+    elements: str
+    default: []
+  validate_certs:
+    description:
+      - Verify the TLS certificate of an V(https://) O(enterprise_src).
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait for the enterprise to answer an http(s) O(enterprise_src).
+    type: int
+    default: 30
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The module only reads, so check mode returns what a real run returns.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Run it once on the controller (C(run_once), C(delegate_to=localhost)) to read the enterprise,
+    then on each host with O(enterprise_manifest) set to the RV(enterprise) of that run, so the
+    enterprise is read once per play, not once per host.
+  - A manifest larger than 16 MiB is refused.
+  - A URL on a loopback address is never fetched through a proxy from the environment.
+  - Modules in the host's record that the enterprise no longer lists are ignored.
+seealso:
+  - module: prairiefyre.updater.enterprise_patch
+author:
+  - prairiefyre.updater maintainers
+"""
+
+EXAMPLES = r"""
+- name: Read and validate the enterprise manifest once for every host
+  prairiefyre.updater.manifest_compare:
+    enterprise_src: http://127.0.0.1:18600/manifest.json
+  delegate_to: localhost
+  run_once: true
+  register: enterprise
+
+- name: List the modules this host needs
+  prairiefyre.updater.manifest_compare:
+    enterprise_manifest: "{{ enterprise.enterprise }}"
+    local_manifest: /opt/prairiefyre/.updater/manifest.json
+  register: compare
+
+- name: Show what would be updated
+  ansible.builtin.debug:
+    msg: "{{ item.module }} {{ item.old_id }} -> {{ item.new_id }} stops {{ item.services }}"
+  loop: "{{ compare.updates }}"
+
+- name: Compare only IVR Inbound's module and accept going back to an older build
+  prairiefyre.updater.manifest_compare:
+    enterprise_src: /srv/prairiefyre/dist/manifest.json
+    local_manifest: /opt/prairiefyre/.updater/manifest.json
+    modules:
+      - ivr_inbound
+    allow_downgrade: true
+"""
+
+RETURN = r"""
+msg:
+  description: What the module found, in one sentence.
+  returned: always
+  type: str
+  sample: "2 modules need an update: ivr_inbound 1000 -> 1001, ivr_upiq 3000 -> 3001."
+enterprise:
+  description: The validated enterprise manifest (format 1, see docs/manifest.md).
+  returned: success
+  type: dict
+  sample:
+    format: 1
+    serial: 2
+    product_version: 6.3.2.0
+    patches: [base-6.3.1, sample-6.3.2]
+    modules:
+      ivr_inbound:
+        manifest_id: 1001
+        version: 6.3.2.0
+        target: IVR/Inbound
+        services: [IVR Inbound]
+        files:
+          version.txt:
+            size: 8
+            sha256: 30bd666004b604c47a20fa3b071114632d4c3f7e05df1cc9d186cb17cf484412
+updates:
+  description:
+    - One entry per module to update, in module name order.
+    - O(old_id) and O(old_version) are null for a module the host has no record of.
+  returned: success, when O(local_manifest) is set
+  type: list
+  elements: dict
+  sample:
+    - module: ivr_inbound
+      old_id: 1000
+      new_id: 1001
+      old_version: 6.3.1.0
+      new_version: 6.3.2.0
+      target: IVR/Inbound
+      services: [IVR Inbound]
+      files:
+        version.txt:
+          size: 8
+          sha256: 30bd666004b604c47a20fa3b071114632d4c3f7e05df1cc9d186cb17cf484412
+services:
+  description: The services that the updates stop and start, each once, in the product's order.
+  returned: success, when O(local_manifest) is set
+  type: list
+  elements: str
+  sample: [IVR Inbound, IVR UpIQ]
+up_to_date:
+  description: True when no module needs an update.
+  returned: success, when O(local_manifest) is set
+  type: bool
+  sample: false
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.prairiefyre.updater.plugins.module_utils import manifest as mf  # noqa: E402
+from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError  # noqa: E402
+
+ARGUMENT_SPEC = {
+    "enterprise_src": {"type": "str"},
+    "enterprise_manifest": {"type": "dict"},
+    "local_manifest": {"type": "path"},
+    "allow_downgrade": {"type": "bool", "default": False},
+    "modules": {"type": "list", "elements": "str", "default": []},
+    "validate_certs": {"type": "bool", "default": True},
+    "timeout": {"type": "int", "default": 30},
+}
+
+
+def _describe(updates):
+    steps = ", ".join(
+        f"{update['module']} {'none' if update['old_id'] is None else update['old_id']} -> "
+        f"{update['new_id']}"
+        for update in updates
+    )
+    noun = "module needs" if len(updates) == 1 else "modules need"
+    return f"{len(updates)} {noun} an update: {steps}."
+
+
+def run(params):
+    """The module's work on its validated options; returns the result dict."""
+    if params["enterprise_manifest"] is not None:
+        enterprise = mf.parse_manifest(
+            params["enterprise_manifest"], source="enterprise manifest (enterprise_manifest)"
+        )
+        label = "given as enterprise_manifest"
+    else:
+        fetch = mf.make_fetcher(params["validate_certs"], params["timeout"])
+        enterprise = mf.load_manifest(params["enterprise_src"], fetch)
+        label = params["enterprise_src"]
+
+    result = {"changed": False, "enterprise": enterprise}
+    if not params["local_manifest"]:
+        result["msg"] = (
+            f"The enterprise manifest {label} is valid: serial {enterprise['serial']}, product "
+            f"{enterprise['product_version']}, {len(enterprise['modules'])} modules."
+        )
+        return result
+
+    record = mf.load_record(params["local_manifest"])
+    updates = mf.compare(enterprise, record, params["allow_downgrade"], params["modules"])
+    result.update(updates=updates, services=mf.services_of(updates), up_to_date=not updates)
+    if updates:
+        result["msg"] = _describe(updates)
+    else:
+        result["msg"] = (
+            f"The host is up to date with the enterprise manifest (serial {enterprise['serial']}, "
+            f"product {enterprise['product_version']})."
+        )
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=[("enterprise_src", "enterprise_manifest")],
+        required_one_of=[("enterprise_src", "enterprise_manifest")],
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module.params)
+    except UpdaterError as error:
+        module.fail_json(msg=str(error), **error.context)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
