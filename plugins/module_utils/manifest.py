@@ -63,7 +63,7 @@ def _fail(field, expected, value):
 
 def _child(field, key):
     """Name a member for a message: a.b for plain keys, a["x/y"] for keys that hold paths."""
-    if NAME_RE.fullmatch(key):
+    if isinstance(key, str) and NAME_RE.fullmatch(key):
         return f"{field}.{key}" if field else key
     return f"{field}[{shown(key)}]"
 
@@ -133,7 +133,7 @@ def check_files(value, field, allow_empty=False):
         _fail(field, "an object of files" if allow_empty else "a non-empty object of files", value)
 
     files = {}
-    for path in sorted(value):
+    for path in sorted(value, key=str):
         entry_field = _child(field, path)
         check_path(path, entry_field)
         entry = check_object(value[path], entry_field, FILE_KEYS)
@@ -295,7 +295,8 @@ def parse_document(data, parse, source=None):
     except ManifestError as error:
         if not source:
             raise
-        raise ManifestError(f"{source}: {error.message}", source=source, **error.context) from None
+        context = dict(error.context, source=source)
+        raise ManifestError(f"{source}: {error.message}", **context) from None
 
 
 def parse_manifest(data, source=None):
@@ -314,7 +315,7 @@ def _parse_manifest(doc):
         _fail("modules", "an object of modules", modules)
 
     checked = {}
-    for name in sorted(modules):
+    for name in sorted(modules, key=str):
         check_name(name, _child("modules", name))
         checked[name] = check_module(modules[name], f"modules.{name}")
 
@@ -345,7 +346,7 @@ def _parse_record(doc):
         _fail("modules", "an object of modules", modules)
 
     checked = {}
-    for name in sorted(modules):
+    for name in sorted(modules, key=str):
         check_name(name, _child("modules", name))
         field = f"modules.{name}"
         entry = check_object(modules[name], field, RECORD_MODULE_KEYS)

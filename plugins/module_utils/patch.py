@@ -65,7 +65,7 @@ def _parse_patch(doc):
         )
 
     checked = {}
-    for name in sorted(modules):
+    for name in sorted(modules, key=str):
         mf.check_name(name, f"modules[{shown(name)}]")
         checked[name] = _parse_patch_module(modules[name], f"modules.{name}")
 

@@ -112,7 +112,11 @@ class Supervisor:
         lines = [line.strip() for line in out.splitlines() if line.strip()]
         if rc != 0 or not lines or lines[0].startswith(f"{self.name}: ERROR"):
             return None
-        return "last stderr: " + " | ".join(lines[-STDERR_TAIL_LINES:])
+
+        # A program that supervisord retried printed the same lines once per attempt; show
+        # each line once, where it last appeared.
+        distinct = list(dict.fromkeys(reversed(lines)))[::-1]
+        return "last stderr: " + " | ".join(distinct[-STDERR_TAIL_LINES:])
 
     def _ctl(self, action, *extra):
         args = [self.supervisorctl, "-c", self.config, action, self.name, *extra]

@@ -807,6 +807,7 @@ def stage(layout, files, version=None, check_mode=False):
             "marker": layout.marker,
             "linked_files": [],
             "copied_files": [],
+            "missing_files": [],
             "verified_files": 0,
             "repaired": repaired,
             "msg": f"module {layout.module}: {staging} is already staged and verified",
@@ -823,36 +824,46 @@ def stage(layout, files, version=None, check_mode=False):
         )
 
     installed = _installed(layout)
-    to_link = []
+    to_link, missing = [], []
     for path, entry in files.items():
         if path in staged:
             continue
 
         source = installed.get(path)
-        if source is None or not _matches(source, entry):
+        if source is not None and _matches(source, entry):
+            to_link.append(path)
+        elif check_mode:
+            # A check-mode run sent nothing before this step; say so instead of failing.
+            missing.append(path)
+        else:
             raise VerifyError(
                 f"file {path} of module {layout.module} is neither staged in {staging} nor "
                 "installed with the manifest's content; send it first (plan lists it)",
                 module=layout.module,
                 path=path,
             )
-        to_link.append(path)
 
     _check_space(layout, [installed[path] for path in to_link], files, to_link)
 
     if check_mode:
-        for path in sorted(set(files) - set(to_link)):
+        for path in staged:
             _verify_staged(layout, path, files[path])
+        msg = (
+            f"module {layout.module}: would link {len(to_link)} installed files into {staging} "
+            f"and verify {len(files)}"
+        )
+        if missing:
+            msg += f", once the {len(missing)} files plan lists are sent"
         return {
             "changed": True,
             "staging_dir": staging,
             "marker": layout.marker,
             "linked_files": to_link,
             "copied_files": [],
+            "missing_files": missing,
             "verified_files": len(files),
             "repaired": repaired,
-            "msg": f"module {layout.module}: would link {len(to_link)} installed files into "
-            f"{staging} and verify {len(files)}",
+            "msg": msg,
         }
 
     linked, copied = [], []
@@ -900,6 +911,7 @@ def stage(layout, files, version=None, check_mode=False):
         "marker": layout.marker,
         "linked_files": linked,
         "copied_files": copied,
+        "missing_files": [],
         "verified_files": len(files),
         "repaired": repaired,
         "msg": f"module {layout.module}: staged {len(files)} files in {staging} "
@@ -940,6 +952,18 @@ def swap(layout, files, keep_backups=DEFAULT_KEEP_BACKUPS, check_mode=False, wan
         result["msg"] = f"module {layout.module}: {layout.target} already has the manifest's files"
         return result
 
+    marker = _load_marker(layout) if staging_ready else None
+    if check_mode and marker is None:
+        # In a check-mode run stage wrote nothing; report the swap that would follow it.
+        result["changed"] = True
+        result["msg"] = (
+            f"module {layout.module}: would replace {len(changed)} and remove {len(removed)} "
+            f"files in {layout.target} once {layout.staging} is staged and verified"
+        )
+        if want_diff:
+            result["diff"] = swap_diff(layout, files, changed, removed, installed)
+        return result
+
     if not staging_ready:
         raise SwapError(
             f"cannot swap module {layout.module}: {layout.staging} does not exist; run stage "
@@ -948,7 +972,7 @@ def swap(layout, files, keep_backups=DEFAULT_KEEP_BACKUPS, check_mode=False, wan
             path=layout.staging,
         )
 
-    problem = _marker_problem(layout, _load_marker(layout), files)
+    problem = _marker_problem(layout, marker, files)
     if problem:
         raise VerifyError(
             f"cannot swap module {layout.module}: {problem}; run stage again",
@@ -1116,7 +1140,8 @@ def commit(layout, version, files=None, check_mode=False):
     if files is not None:
         files = check_files(files, "files")
         changed, _, _ = compare_installed(layout, files)
-        if changed:
+        # In check mode the swap before this step moved nothing, so a difference is expected.
+        if changed and not check_mode:
             raise VerifyError(
                 f"cannot record manifest ID {layout.manifest_id} for module {layout.module}: "
                 f"{join_relative(layout.target, changed[0])} does not match the manifest "

@@ -329,8 +329,13 @@ def read_log(path, history=POST_TASK_HISTORY):
 
 
 def resolve_log_path(path):
-    """A directory stands for the UpdaterService.log inside it."""
-    if os.path.isdir(path):
+    """The log file that ``path`` names for writing.
+
+    A directory stands for the UpdaterService.log inside it, and so does a missing path whose
+    name does not end in ``.log`` (a Logs directory not created yet); anything else is the file.
+    """
+    is_file_name = os.path.basename(path.rstrip("/\\")).lower().endswith(".log")
+    if os.path.isdir(path) or (not os.path.lexists(path) and not is_file_name):
         return os.path.join(path, LOG_NAME)
     return path
 

@@ -95,6 +95,10 @@ notes:
   - Symlinks in the staging tree are refused, and so are symlinks in the target that point
     outside O(install_root). The target and C(.updater) must be on one filesystem.
   - One run per module at a time holds C(<install_root>/.updater/locks/<module>.lock).
+  - In check mode the steps before a step changed nothing, so V(stage) lists the files not yet
+    sent in RV(missing_files), V(swap) reports the swap that would follow an unstaged tree and
+    V(commit) records nothing and does not check the installed files.
+  - Trees under C(.updater/failed/) are kept until removed by hand.
 seealso:
   - module: prairiefyre.updater.manifest_compare
   - module: prairiefyre.updater.ivr_service
@@ -218,6 +222,14 @@ copied_files:
   type: list
   elements: str
   sample: []
+missing_files:
+  description:
+    - Paths that are neither staged nor installed with the manifest's content. Only check mode
+      lists them (the files a real run would have sent first); a real run fails on them.
+  returned: when action is stage
+  type: list
+  elements: str
+  sample: [version.txt]
 verified_files:
   description: How many staged files V(stage) verified; 0 when the marker was still valid.
   returned: when action is stage

@@ -134,7 +134,7 @@ enterprise:
 updates:
   description:
     - One entry per module to update, in module name order.
-    - O(old_id) and O(old_version) are null for a module the host has no record of.
+    - C(old_id) and C(old_version) are null for a module the host has no record of.
   returned: success, when O(local_manifest) is set
   type: list
   elements: dict

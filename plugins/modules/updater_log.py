@@ -20,7 +20,8 @@ options:
   path:
     description:
       - The log file, usually C(<install_root>/CCM/Logs/UpdaterService.log).
-      - A directory stands for the C(UpdaterService.log) inside it.
+      - A directory stands for the C(UpdaterService.log) inside it, and so does a path that does
+        not exist yet and does not end in C(.log).
     type: path
     required: true
   version:

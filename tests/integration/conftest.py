@@ -6,6 +6,7 @@ lab, and stops it at the end by the lab's own supervisorctl.
 
 import json
 import os
+import urllib.request
 import re
 import subprocess
 import sys
@@ -40,8 +41,8 @@ class Lab:
         )
 
     def labctl(self, *args, check=True):
-        cmd = [sys.executable, str(LABCTL), "--lab-dir", str(self.dir)]
-        cmd += ["--base-port", str(self.base_port), *args]
+        # labctl reads the lab's directory and ports from the environment set above.
+        cmd = [sys.executable, str(LABCTL), *args]
         return subprocess.run(cmd, env=self.env, check=check, capture_output=True, text=True)
 
     def playbook(self, name, *args):
@@ -62,6 +63,14 @@ class Lab:
         """supervisord's pid of every program, to prove which services were restarted."""
         out = self.labctl("ctl", "status", check=False).stdout
         return dict(re.findall(r"^(\S+)\s+RUNNING\s+pid (\d+)", out, re.MULTILINE))
+
+    def service_status(self, host, service):
+        """The simulator's own /status answer for one service of one lab host."""
+        index = int(host.removeprefix("ivr"))
+        offset = ("inbound", "outbound", "upiq").index(service)
+        url = f"http://127.0.0.1:{self.base_port + 10 * index + offset}/status"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return json.load(answer)
 
     def record(self, host):
         path = self.host_dir(host) / "install" / ".updater" / "manifest.json"

@@ -312,6 +312,17 @@ BAD_MANIFESTS = [
         'letter, got "IVR-In"',
     ),
     (
+        "module name not a string",
+        changed(good_manifest(), ("modules", 7), {}),
+        "modules[7]: expected a name of lowercase letters, digits and _ that starts with a "
+        "letter, got 7",
+    ),
+    (
+        "file path not a string",
+        changed(good_manifest(), (*INBOUND, "files", 7), {"size": 1, "sha256": SHA_A}),
+        "modules.ivr_inbound.files[7]: expected a non-empty relative path, got 7",
+    ),
+    (
         "module not an object",
         changed(good_manifest(), INBOUND, 5),
         "modules.ivr_inbound: expected an object, got 5",
@@ -714,7 +725,9 @@ def test_load_manifest_over_http_reports_the_status(http_manifest):
     with pytest.raises(ManifestError) as raised:
         mf.load_manifest(f"{http_manifest}/missing.json", mf.make_fetcher(timeout=5))
 
-    assert str(raised.value) == f"cannot fetch {http_manifest}/missing.json: HTTP 404 File not found"
+    assert (
+        str(raised.value) == f"cannot fetch {http_manifest}/missing.json: HTTP 404 File not found"
+    )
 
 
 # --- host record -------------------------------------------------------------------------------

@@ -198,6 +198,8 @@ def test_supervisor_stop_errors(reply, message):
     ("reply", "detail"),
     [
         ((0, "a\nb\n\nc\nboom\n", ""), "last stderr: b | c | boom"),
+        ((0, "load\nboom\nload\nboom\nload\nboom\n", ""), "last stderr: load | boom"),
+        ((0, "a\nb\nc\na\n", ""), "last stderr: b | c | a"),
         ((0, "\n", ""), None),
         ((0, "ivr01_inbound: ERROR (no log file)\n", ""), None),
         ((1, "", "ERROR"), None),

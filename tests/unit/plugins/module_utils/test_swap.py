@@ -291,6 +291,7 @@ def test_stage_links_the_unchanged_files_and_writes_the_marker(layout):
         "marker": layout.marker,
         "linked_files": ["Inbound.dll"],
         "copied_files": [],
+        "missing_files": [],
         "verified_files": 3,
         "repaired": None,
         "msg": f"module ivr_inbound: staged 3 files in {layout.staging} (1 linked, 0 copied from "
@@ -352,11 +353,23 @@ def test_stage_check_mode_touches_nothing(layout):
     assert not os.path.exists(layout.marker)
 
 
+def test_stage_check_mode_lists_what_plan_would_have_sent(layout):
+    result = swap.stage(layout, manifest_of(NEW), "6.3.2.0", check_mode=True)
+
+    assert (result["changed"], result["missing_files"]) == (True, ["lib/new.bin", "version.txt"])
+    assert result["msg"] == (
+        f"module ivr_inbound: would link 1 installed files into {layout.staging} and verify 3, "
+        "once the 2 files plan lists are sent"
+    )
+    assert not os.path.exists(layout.state)
+
+
 def _checksum_mismatch(layout):
-    write_tree(layout.staging, {"version.txt": b"6.3.2.X\n"})
+    wrong = b"6.3.2.X\n"
+    write_tree(layout.staging, {"version.txt": wrong})
     return VerifyError, (
-        f"staged file {layout.staging}/version.txt has sha256 {sha(b'6.3.2.X' + chr(10).encode())}, "
-        f"the manifest says {sha(NEW['version.txt'])}; send it again"
+        f"staged file {layout.staging}/version.txt has sha256 {sha(wrong)}, the manifest says "
+        f"{sha(NEW['version.txt'])}; send it again"
     )
 
 
@@ -561,6 +574,17 @@ def test_swap_check_mode_and_diff(layout):
     assert read_tree(layout.target) == before_target
     assert os.path.isdir(layout.staging)
     assert swap.list_backups(layout) == []
+
+
+def test_swap_check_mode_before_anything_was_staged(layout):
+    result = swap.swap(layout, manifest_of(NEW), check_mode=True)
+
+    assert (result["changed"], result["changed_files"]) == (True, ["lib/new.bin", "version.txt"])
+    assert result["msg"] == (
+        f"module ivr_inbound: would replace 2 and remove 1 files in {layout.target} once "
+        f"{layout.staging} is staged and verified"
+    )
+    assert not os.path.exists(layout.state)
 
 
 def test_swap_names_the_backup_after_the_recorded_id(root):
@@ -781,7 +805,7 @@ REPAIRING_ACTIONS = [
     pytest.param(lambda layout: swap.swap(layout, manifest_of(NEW)), NEW, id="swap"),
     pytest.param(lambda layout: swap.stage(layout, manifest_of(NEW)), NEW, id="stage"),
     pytest.param(lambda layout: swap.commit(layout, "6.3.2.0", manifest_of(NEW)), NEW, id="commit"),
-    pytest.param(lambda layout: swap.rollback(layout), OLD, id="rollback"),
+    pytest.param(swap.rollback, OLD, id="rollback"),
 ]
 
 
@@ -1046,6 +1070,13 @@ def test_commit_check_mode_writes_nothing(layout, root):
     assert (result["changed"], result["removed_staging"]) == (True, [layout.marker])
     assert not os.path.exists(manifest.record_path(root))
     assert os.path.exists(layout.marker)
+
+
+def test_commit_check_mode_does_not_expect_the_swap_to_have_happened(layout, root):
+    result = swap.commit(layout, "6.3.2.0", manifest_of(NEW), check_mode=True)
+
+    assert (result["changed"], result["removed_staging"]) == (True, [])
+    assert not os.path.exists(layout.state)
 
 
 @pytest.mark.bad_input

@@ -415,13 +415,23 @@ def test_write_post_task_appends_in_the_file_encoding(tmp_path, before, appended
     assert updater_log.read_log(str(path))["post_task"]["version"] == "6.3.2.0"
 
 
-def test_write_post_task_into_a_logs_directory(tmp_path):
-    result = updater_log.write_post_task(str(tmp_path), "6.3.2.0", when=WHEN)
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        pytest.param("Logs", "Logs/UpdaterService.log", id="existing-directory"),
+        pytest.param("CCM/Logs", "CCM/Logs/UpdaterService.log", id="missing-directory"),
+        pytest.param("CCM/Logs/Custom.LOG", "CCM/Logs/Custom.LOG", id="missing-file"),
+        pytest.param("Logs/notes", "Logs/notes", id="existing-file-without-suffix"),
+    ],
+)
+def test_write_post_task_resolves_the_path(tmp_path, given, written):
+    (tmp_path / "Logs").mkdir()
+    (tmp_path / "Logs" / "notes").write_bytes(b"")
 
-    assert result["path"] == str(tmp_path / "UpdaterService.log")
-    assert (tmp_path / "UpdaterService.log").read_bytes() == codecs.BOM_UTF8 + (
-        NEW_LINE + "\r\n"
-    ).encode()
+    result = updater_log.write_post_task(str(tmp_path / given), "6.3.2.0", when=WHEN)
+
+    assert result["path"] == str(tmp_path / written)
+    assert (tmp_path / written).read_bytes() == codecs.BOM_UTF8 + (NEW_LINE + "\r\n").encode()
 
 
 IDEMPOTENT_CASES = [

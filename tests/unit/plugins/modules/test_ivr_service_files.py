@@ -97,6 +97,24 @@ def test_the_whole_update_through_the_module(run_module, root):
     assert (final["changed"], final["up_to_date"], final["bytes_to_send"]) == (False, True, 0)
 
 
+def test_a_check_mode_run_of_every_step_touches_nothing(run_module, root):
+    before = read_tree(root)
+
+    results = [
+        run_module(ivr_service_files, args(root, action), check_mode=True)
+        for action in ("plan", "stage", "swap", "commit")
+    ]
+
+    assert [(r["failed"], r["changed"]) for r in results] == [
+        (False, False),
+        (False, True),
+        (False, True),
+        (False, True),
+    ]
+    assert read_tree(root) == before
+    assert not os.path.exists(os.path.join(root, ".updater"))
+
+
 def test_swap_check_mode_with_diff(run_module, root):
     planned = run_module(ivr_service_files, args(root, "plan"))
     write_tree(planned["staging_dir"], {path: NEW[path] for path in planned["changed_files"]})
