@@ -7,6 +7,7 @@ DOCUMENTATION = r"""
 name: gate_progress
 type: aggregate
 short_description: Show what each wait for an IVR service's permission is waiting for
+author: prairiefyre.updater maintainers (@prairiefyre)
 description:
   - Ansible reports a retried task only as C(FAILED - RETRYING ... (N retries left)). While
     an update waits for an IVR service's permission, this callback adds one line per poll that

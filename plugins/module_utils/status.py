@@ -298,6 +298,18 @@ def _error_detail(error):
     return _snippet(body) if body.strip() else str(error.reason)
 
 
+def _own_status(status, service, where, option):
+    """Return the status if it comes from the service that was asked for."""
+    # Another service's grant would let this one stop with calls on it.
+    if status.service is not None and status.service.lower() != service.lower():
+        raise StatusError(
+            f'{where}: the answer comes from "{status.service}", not {service}; check the {option}',
+            where=where,
+            reported=status.service,
+        )
+    return status
+
+
 class Answer:
     """A service's reply to a permission, drain or release request."""
 
@@ -317,6 +329,11 @@ class HttpSource:
     keeps_leases = True
 
     def __init__(self, service, url, token=None, validate_certs=True, timeout=10):
+        if not url.startswith(("http://", "https://")):
+            raise StatusError(
+                f"{service}: url {url} must start with http:// or https://", service=service
+            )
+
         self.service = service
         self.url = url.rstrip("/")
         self.token = token
@@ -346,17 +363,7 @@ class HttpSource:
         return f"{self.service} at {self.url}{path}"
 
     def _status(self, data, where):
-        status = parse_status(data, where)
-
-        # Another service's grant would let this one stop with calls on it.
-        if status.service is not None and status.service.lower() != self.service.lower():
-            raise StatusError(
-                f'{where}: the answer comes from "{status.service}", not {self.service}; '
-                "check the url",
-                where=where,
-                reported=status.service,
-            )
-        return status
+        return _own_status(parse_status(data, where), self.service, where, "url")
 
     def _grant(self, path, body):
         where = self._where(path)
@@ -476,6 +483,7 @@ class CommandSource:
 
         if out.lstrip().startswith(("{", "[")):
             status = parse_status(_decode_json(out.encode("utf-8"), self.where), self.where)
+            status = _own_status(status, self.service, self.where, "command")
         elif out.strip():
             status = parse_port_lines(out, self.where)
         else:
@@ -488,9 +496,6 @@ class CommandSource:
 
     def drain(self, deadline_seconds, lease_seconds):
         return self.permission(lease_seconds)
-
-    def release(self, lease_id):
-        return Answer(self.status(), lease_id=lease_id)
 
 
 def make_source(service, params, run_command):

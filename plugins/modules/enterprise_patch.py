@@ -57,7 +57,7 @@ notes:
 seealso:
   - module: prairiefyre.updater.manifest_compare
 author:
-  - prairiefyre.updater maintainers
+  - prairiefyre.updater maintainers (@prairiefyre)
 """
 
 EXAMPLES = r"""

@@ -84,7 +84,7 @@ notes:
 seealso:
   - module: prairiefyre.updater.ivr_service
 author:
-  - prairiefyre.updater maintainers
+  - prairiefyre.updater maintainers (@prairiefyre)
 """
 
 EXAMPLES = r"""

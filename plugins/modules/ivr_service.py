@@ -64,7 +64,7 @@ notes:
 seealso:
   - module: prairiefyre.updater.ivr_port_status
 author:
-  - prairiefyre.updater maintainers
+  - prairiefyre.updater maintainers (@prairiefyre)
 """
 
 EXAMPLES = r"""

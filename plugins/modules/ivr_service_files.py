@@ -103,7 +103,7 @@ seealso:
   - module: prairiefyre.updater.manifest_compare
   - module: prairiefyre.updater.ivr_service
 author:
-  - prairiefyre.updater maintainers
+  - prairiefyre.updater maintainers (@prairiefyre)
 """
 
 EXAMPLES = r"""

@@ -75,7 +75,7 @@ notes:
 seealso:
   - module: prairiefyre.updater.enterprise_patch
 author:
-  - prairiefyre.updater maintainers
+  - prairiefyre.updater maintainers (@prairiefyre)
 """
 
 EXAMPLES = r"""

@@ -66,7 +66,7 @@ notes:
 seealso:
   - module: prairiefyre.updater.updater_log_info
 author:
-  - prairiefyre.updater maintainers
+  - prairiefyre.updater maintainers (@prairiefyre)
 """
 
 EXAMPLES = r"""

@@ -42,7 +42,7 @@ notes:
 seealso:
   - module: prairiefyre.updater.updater_log
 author:
-  - prairiefyre.updater maintainers
+  - prairiefyre.updater maintainers (@prairiefyre)
 """
 
 EXAMPLES = r"""
