@@ -82,9 +82,12 @@ units: venv
 	pytest -q -n 2 tests/unit
 
 # ansible-test works on a copy laid out as ansible_collections/<namespace>/<name>, holding
-# only what git tracks or would track (no venvs, lab state or caches).
+# only what git tracks or would track (no venvs, lab state or caches). The copy lives outside
+# this checkout: inside it, ansible-test asks this repository's git for the file list and
+# finds the copy ignored.
 SANITY_HOME := $(BUILD)/home
-SANITY_DIR := $(BUILD)/sanity/ansible_collections/prairiefyre/updater
+SANITY_ROOT ?= /tmp/prairiefyre-sanity$(subst /,-,$(ROOT))
+SANITY_DIR := $(SANITY_ROOT)/ansible_collections/prairiefyre/updater
 define copy_collection
 	rm -rf $(1) && mkdir -p $(1)
 	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(1)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Simulate one IVR service of the contact-center product for the lab.
 
 One process stands for one service (IVR Inbound, IVR Outbound or IVR UpIQ): it has a number of

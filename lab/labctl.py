@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run the embedded lab: an enterprise distribution and IVR hosts under one supervisord.
 
     .venv/bin/python lab/labctl.py up|down|status|reset|report

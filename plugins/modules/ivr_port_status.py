@@ -18,6 +18,7 @@ description:
     C(until), C(retries) and C(delay). O(wait_seconds) adds a short wait inside one attempt.
 extends_documentation_fragment:
   - prairiefyre.updater.status_endpoint
+  - ansible.builtin.action_common_attributes
 options:
   service:
     description:

@@ -47,6 +47,8 @@ options:
     description: Seconds to wait for the service to reach the state.
     type: int
     default: 30
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -70,6 +70,8 @@ options:
       - How many backups of the module V(swap) keeps, the one it takes included. At least 1.
     type: int
     default: 2
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -49,6 +49,8 @@ options:
       - ISO 8601 time. An existing PostTask line for O(version) counts only when it is not
         older than this, so a repeated update of the same version writes a new line.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -28,6 +28,8 @@ options:
       - A time with an offset or C(Z) is converted to the host's local time first, because the
         log holds local times.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -931,6 +931,10 @@ def test_command_preview_never_changes(out, preview_msg, would_grant):
             "answer has the wrong shape: ports is missing",
         ),
         (
+            FakeRunner(out=json.dumps(status_body(service="IVR UpIQ"))),
+            'the answer comes from "IVR UpIQ", not IVR Inbound; check the command',
+        ),
+        (
             FakeRunner(out="ports: 2 busy"),
             'line 1 is not "port=<n> state=busy|idle call_seconds=<s>" (got "ports: 2 busy")',
         ),
@@ -942,6 +946,15 @@ def test_command_errors(runner, cause):
         command_client(runner).query()
 
     assert str(caught.value) == f"{WHERE}: {cause}"
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:18610", "ftp://127.0.0.1/", ""])
+@pytest.mark.bad_input
+def test_url_needs_an_http_scheme(url):
+    with pytest.raises(st.StatusError) as caught:
+        st.HttpSource("IVR Inbound", url)
+
+    assert str(caught.value) == f"IVR Inbound: url {url} must start with http:// or https://"
 
 
 @pytest.mark.parametrize(
