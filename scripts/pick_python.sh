@@ -6,8 +6,8 @@ set -u
 candidates=()
 if command -v pyenv >/dev/null 2>&1; then
   root=$(pyenv root)
-  for v in $(ls -1 "$root/versions" 2>/dev/null | sort -rV); do
-    for exe in "$root/versions/$v/bin/python3" "$root/versions/$v/bin/python"; do
+  for dir in "$root"/versions/*/; do
+    for exe in "${dir}bin/python3" "${dir}bin/python"; do
       [ -x "$exe" ] && candidates+=("$exe") && break
     done
   done

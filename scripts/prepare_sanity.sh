@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$home/.ansible/test/cache"
 for venv in "$@"; do
   reqs=$(ls "$venv"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py)
-  for ver in $(grep -oE "pip='[0-9.]+'" "$reqs" | grep -oE "[0-9.]+" | sort -u); do
+  grep -oE "pip='[0-9.]+'" "$reqs" | grep -oE "[0-9.]+" | sort -u | while read -r ver; do
     cp "$here/get_pip_offline.py" "$home/.ansible/test/cache/get_pip_${ver//./_}.py"
   done
 done
