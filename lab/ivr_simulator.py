@@ -8,9 +8,10 @@ and counts every call that a stop cut off.
 The call model lives in CallEngine, which knows nothing about HTTP or real time: it reads
 simulated seconds from a clock callable, so tests and the benchmark drive it with a fake clock.
 
-Lab-only extension, not part of the product's API: ``POST /admin/hold {"ports": 3, "seconds":
+Lab-only extensions, not part of the product's API: ``POST /admin/hold {"ports": 3, "seconds":
 60}`` makes that many ports busy with calls of that length, whatever the mode, so that tests can
-put a service into a known busy state.
+put a service into a known busy state, and ``POST /admin/hangup {"ports": [1, 3]}`` ends the
+calls on those ports at once, so that a test decides when a held service goes idle.
 
 Standard library only: the lab must run wherever the collection's venv runs.
 """
@@ -88,6 +89,7 @@ class CallEngine:
         seed: int | None = None,
         distribution: str = "lognormal",
         start_busy: bool = True,
+        sigma: float = LOGNORMAL_SIGMA,
     ) -> None:
         if ports < 1:
             raise ValueError(f"ports must be at least 1, got {ports}")
@@ -101,7 +103,11 @@ class CallEngine:
         if distribution not in ("exponential", "lognormal"):
             raise ValueError(f"unknown call length distribution {distribution!r}")
 
+        if sigma <= 0:
+            raise ValueError(f"sigma of the call lengths must be positive, got {sigma}")
+
         self.load = load
+        self.sigma = sigma
         self.mean_call = mean_call
         self.distribution = distribution
         self._clock = clock
@@ -143,8 +149,9 @@ class CallEngine:
         if self.distribution == "exponential":
             return self._rng.expovariate(1 / self.mean_call)
 
-        mu = math.log(self.mean_call) - LOGNORMAL_SIGMA**2 / 2
-        return self._rng.lognormvariate(mu, LOGNORMAL_SIGMA)
+        # This mu keeps the mean at mean_call whatever sigma, the spread of the tail, is.
+        mu = math.log(self.mean_call) - self.sigma**2 / 2
+        return self._rng.lognormvariate(mu, self.sigma)
 
     def _schedule_arrival(self, port: Port, after: float) -> None:
         if self._arrival_rate > 0:
@@ -374,6 +381,31 @@ class CallEngine:
 
         return sorted(port.number for port in chosen)
 
+    def hang_up(self, ports: list) -> list[int]:
+        """Lab only: end the calls on the given ports now, as if the callers hung up."""
+        numbers = {port.number: port for port in self.ports}
+        if not isinstance(ports, list) or not ports:
+            raise RequestError(f"ports must be a non-empty list of port numbers, got {ports!r}")
+
+        unknown = [
+            n for n in ports if not isinstance(n, int) or isinstance(n, bool) or n not in numbers
+        ]
+        if unknown:
+            raise RequestError(f"no port {unknown[0]!r}; ports are 1 to {len(self.ports)}")
+
+        self.advance()
+        ended = []
+        for number in sorted(set(ports)):
+            port = numbers[number]
+            if port.busy:
+                port.start = None
+                port.end = None
+                self.calls_completed += 1
+                self._schedule_arrival(port, self.now)
+                ended.append(number)
+
+        return ended
+
     def stop(self) -> int:
         """Cut off every call in progress; return how many were dropped."""
         self.advance()
@@ -512,6 +544,12 @@ class Simulator:
             held = self.engine.hold(args["ports"], args["seconds"])
             return self._finish({"held": held, **self.engine.status()})
 
+    def hang_up(self, body: dict) -> dict:
+        args = _fields(body, {"ports": None})
+        with self.lock:
+            ended = self.engine.hang_up(args["ports"])
+            return self._finish({"hung_up": ended, **self.engine.status()})
+
     def save(self, runs_delta: int = 0) -> None:
         """Write the cumulative counters, this run's dropped calls included."""
         if not self.counters_path:
@@ -545,6 +583,7 @@ ROUTES = {
     ("POST", "/drain"): "drain",
     ("POST", "/release"): "release",
     ("POST", "/admin/hold"): "hold",
+    ("POST", "/admin/hangup"): "hang_up",
 }
 
 

@@ -13,8 +13,12 @@ description:
     an update waits for an IVR service's permission, this callback adds one line per poll that
     names the host, the service, the busy ports out of the total, the longest call in progress,
     the polls left and the delay to the next one.
-  - It acts on results of C(prairiefyre.updater.ivr_port_status) only and works beside any
+  - It acts only on retried C(prairiefyre.updater.ivr_port_status) tasks that request
+    permission or drain (not, for example, on a wait for a version), and works beside any
     stdout callback.
+  - "A line reads, for example: WAITING [ivr01] IVR Inbound: draining, no new calls; 3/16
+    ports busy (ports 2, 5, 9), longest call 95 s; deadline in 1700 s; 41 polls left, next in
+    5 s"
 requirements:
   - Enable it in ansible.cfg with C(callbacks_enabled = prairiefyre.updater.gate_progress).
 """
@@ -22,6 +26,7 @@ requirements:
 from ansible.plugins.callback import CallbackBase
 
 PORT_STATUS_ACTIONS = frozenset(("prairiefyre.updater.ivr_port_status", "ivr_port_status"))
+GATE_ACTIONS = frozenset(("request_permission", "drain"))
 
 
 def _parts(result):
@@ -34,11 +39,25 @@ def _parts(result):
     return task, host.get_name() if host is not None else "?", data
 
 
+def is_gate_poll(data):
+    """Whether a retried result asked for permission, not for example a version check."""
+    args = (data.get("invocation") or {}).get("module_args") or {}
+    # Without the invocation (a module that hid it) the poll is shown rather than lost.
+    return args.get("action", "request_permission") in GATE_ACTIONS
+
+
+def _seconds(value):
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def progress_line(host, data, delay):
     """The line shown for one unanswered poll."""
     left = int(data.get("retries", 0)) - int(data.get("attempts", 0))
     msg = data.get("msg") or "no answer yet"
-    return f"WAITING [{host}] {msg}; {left} polls left, next in {delay} s"
+    return f"WAITING [{host}] {msg}; {left} polls left, next in {_seconds(delay)} s"
 
 
 class CallbackModule(CallbackBase):
@@ -49,7 +68,7 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_retry(self, result):
         task, host, data = _parts(result)
-        if task is None or task.action not in PORT_STATUS_ACTIONS:
+        if task is None or task.action not in PORT_STATUS_ACTIONS or not is_gate_poll(data):
             return
 
         self._display.display(progress_line(host, data, task.delay))

@@ -33,6 +33,14 @@ class DowngradeError(ManifestError):
     """The enterprise offers a lower manifest ID than the one a host or dist already has."""
 
 
+class ReplayError(DowngradeError):
+    """The enterprise manifest is older (lower serial) than the one a host last accepted."""
+
+
+class SignatureError(ManifestError):
+    """A key, a signature file or a manifest's signature is unusable or does not verify."""
+
+
 class PatchError(UpdaterError):
     """A patch bundle is invalid or cannot be applied to the enterprise distribution."""
 

@@ -17,10 +17,13 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
     DowngradeError,
     ManifestError,
     PathError,
+    ReplayError,
+    SignatureError,
     shown,
 )
 from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import (
@@ -449,9 +452,60 @@ def read_source(src, fetch=None):
         raise ManifestError(f"cannot read {src}: {error.strerror}", path=src) from None
 
 
-def load_manifest(src, fetch=None):
-    """Read and validate the enterprise manifest at a local path or http(s) URL."""
-    return parse_manifest(read_source(src, fetch), source=f"enterprise manifest {src}")
+def signature_src(src):
+    """Where the signature file of the manifest at src is: the same path or URL plus ".sig"."""
+    return src + signing.SIGNATURE_SUFFIX
+
+
+def _read_signature(src, fetch):
+    sig_src = signature_src(src)
+    try:
+        return read_source(sig_src, fetch)
+    except ManifestError as error:
+        raise SignatureError(
+            f"enterprise manifest {src}: it has no readable signature, and a host that trusts a "
+            f"key refuses an unsigned manifest: {error.message}",
+            source=f"enterprise manifest {src}",
+            **error.context,
+        ) from None
+
+
+def verify_manifest(src, data, key, fetch=None):
+    """Return the manifest bytes once key's signature of them is found next to src.
+
+    The manifest is read before its signature, and the enterprise writes the signature file
+    (holding the new and the previous manifest's signatures) before the manifest, so the pair
+    matches even when a patch lands between the two reads. Only a reader that falls two patches
+    behind misses; it reads both once more before it refuses.
+    """
+    for attempt in (1, 2):
+        sig_data = _read_signature(src, fetch)
+        try:
+            signing.check_signature(key, data, sig_data, f"signature file {signature_src(src)}")
+            return data
+        except SignatureError as error:
+            if attempt == 1 and "sha256" in error.context:
+                data = read_source(src, fetch)
+                continue
+            raise SignatureError(
+                f"enterprise manifest {src}: {error.message}",
+                source=f"enterprise manifest {src}",
+                **error.context,
+            ) from None
+    return data
+
+
+def load_manifest(src, fetch=None, key=None):
+    """Read and validate the enterprise manifest at a local path or http(s) URL.
+
+    With key (a signing.VerifyKey), the manifest must carry that key's signature; it is
+    checked before the manifest is parsed, so an unsigned document is refused as unsigned
+    whatever it holds.
+    """
+    data = read_source(src, fetch)
+    if key is not None:
+        data = verify_manifest(src, data, key, fetch)
+    return parse_manifest(data, source=f"enterprise manifest {src}")
 
 
 def record_path(install_root):
@@ -518,8 +572,9 @@ def compare(enterprise, local_record, allow_downgrade=False, modules=None):
 
     enterprise is a validated manifest; local_record a validated host record or None (a host
     with nothing recorded needs every module). modules limits the comparison to these names.
-    A module whose enterprise ID is lower than the recorded one raises DowngradeError unless
-    allow_downgrade is true, in which case it is returned like any other update.
+    A manifest whose serial is lower than the recorded one raises ReplayError, and a module
+    whose enterprise ID is lower than the recorded one DowngradeError, unless allow_downgrade
+    is true: then the modules are returned like any other update.
     """
     names = sorted(enterprise["modules"])
     if modules:
@@ -533,7 +588,17 @@ def compare(enterprise, local_record, allow_downgrade=False, modules=None):
             )
         names = [name for name in names if name in modules]
 
-    recorded = (local_record or new_record())["modules"]
+    local_record = local_record or new_record()
+    if enterprise["serial"] < local_record["serial"] and not allow_downgrade:
+        raise ReplayError(
+            f"the enterprise manifest has serial {enterprise['serial']}, lower than the serial "
+            f"{local_record['serial']} this host last installed from; refusing an older manifest, "
+            f"which is a replay or a rolled-back enterprise (set allow_downgrade to accept it)",
+            serial=enterprise["serial"],
+            recorded_serial=local_record["serial"],
+        )
+
+    recorded = local_record["modules"]
     updates = []
     for name in names:
         offered = enterprise["modules"][name]

@@ -17,18 +17,22 @@ import tempfile
 import zlib
 
 from ansible_collections.prairiefyre.updater.plugins.module_utils import manifest as mf
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
     ManifestError,
     PatchError,
     PathError,
+    SignatureError,
     shown,
 )
 from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import (
     check_relative_path,
     copy_file,
+    dump_json,
     fsync_dir,
     join_relative,
     sha256_file,
+    write_bytes_atomic,
     write_json_atomic,
 )
 
@@ -41,6 +45,7 @@ PATCH_KEYS = ("format", "patch_id", "product_version", "modules")
 PATCH_MODULE_KEYS = ("version",)
 PATCH_MODULE_OPTIONAL = ("manifest_id", "target", "services", "files", "remove")
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = MANIFEST_NAME + signing.SIGNATURE_SUFFIX
 PACKAGES_DIR = "packages"
 LOCK_NAME = ".patch.lock"
 
@@ -501,21 +506,86 @@ def _install_packages(dist_dir, after, current, changes, sources):
     return added
 
 
+def _read_optional(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(mf.MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise PatchError(f"cannot read {path}: {error.strerror}", path=path) from None
+
+
 def read_dist_manifest(dist_dir):
     """The enterprise manifest in dist_dir, or None before the first bundle."""
+    return read_dist(dist_dir)[0]
+
+
+def read_dist(dist_dir):
+    """(manifest, its bytes, the signature file's bytes) of dist_dir; None for what is missing."""
     path = os.path.join(dist_dir, MANIFEST_NAME)
-    if not os.path.exists(path):
-        return None
-    return mf.parse_manifest(mf.read_source(path), source=f"enterprise manifest {path}")
+    data = _read_optional(path)
+    sig_data = _read_optional(os.path.join(dist_dir, SIGNATURE_NAME))
+    if data is None:
+        return None, None, sig_data
+    return mf.parse_manifest(data, source=f"enterprise manifest {path}"), data, sig_data
 
 
-def apply_patch(dist_dir, bundle_path, check_mode=False):
+def _signature_plan(dist_dir, data, sig_data, key, writes):
+    """Decide whether this run signs; refuse what would leave hosts a manifest they reject.
+
+    Returns True when the manifest (the new one, or the current one when the patch is already
+    applied) gets a new signature file. Without a key, a dist that is signed cannot take an
+    unsigned manifest: every host that trusts the key would refuse it. With a key, a current
+    manifest that this key signed must still match its signature: signing it again would bless
+    a change nobody signed. A signature by another key is a key rotation and is replaced.
+    """
+    sig_path = os.path.join(dist_dir, SIGNATURE_NAME)
+    if key is None:
+        if sig_data is not None and writes:
+            raise PatchError(
+                f"{sig_path} exists: the enterprise signs its manifest, so give signing_key to "
+                f"sign the patched one (or remove {SIGNATURE_NAME} to stop signing)",
+                path=sig_path,
+            )
+        return False
+
+    if sig_data is None or data is None:
+        return writes or data is not None
+
+    label = f"signature file {sig_path}"
+    try:
+        sigfile = signing.parse_signature_file(sig_data, label)
+    except SignatureError as error:
+        raise PatchError(
+            f"{error.message}; restore it or remove it before signing again", path=sig_path
+        ) from None
+    if sigfile["key_id"] != key.key_id:
+        return True
+
+    try:
+        signing.check_signature(key, data, sig_data, label)
+    except SignatureError as error:
+        raise PatchError(
+            f"{os.path.join(dist_dir, MANIFEST_NAME)} does not match its signature by key "
+            f"{key.key_id} ({error.message}); refusing to sign it again: restore the signed "
+            f"manifest or remove {SIGNATURE_NAME}",
+            path=sig_path,
+        ) from None
+    return writes
+
+
+def apply_patch(dist_dir, bundle_path, check_mode=False, signing_key=None):
     """Apply the bundle at bundle_path (directory or .tar.gz) to dist_dir.
 
     Returns dict(changed, patch_id, modules=[{module, old_id, new_id}], manifest, before,
-    after): manifest and after are the manifest once the patch is in, before the one found
-    (None when dist_dir had none). In check mode the bundle is verified and the plan computed,
-    and nothing in dist_dir is written.
+    after, signed, key_id): manifest and after are the manifest once the patch is in, before
+    the one found (None when dist_dir had none); signed tells whether a signature file was (or
+    in check mode would be) written. In check mode the bundle is verified and the plan
+    computed, and nothing in dist_dir is written.
+
+    signing_key (a signing.SigningKey) signs the new manifest; it also signs an already
+    applied patch's manifest that this key has not signed yet.
     """
     with open_bundle(bundle_path) as root:
         patch, sources = load_bundle(root, bundle_path)
@@ -527,24 +597,59 @@ def apply_patch(dist_dir, bundle_path, check_mode=False):
                 raise PatchError(f"cannot create {dist_dir}: {error}", path=dist_dir) from None
         lock = _locked(dist_dir) if not check_mode else contextlib.nullcontext()
         with lock:
-            before = read_dist_manifest(dist_dir) if os.path.isdir(dist_dir) else None
+            before, data, sig_data = (
+                read_dist(dist_dir) if os.path.isdir(dist_dir) else (None, None, None)
+            )
             after, changes = plan_patch(before, patch)
+            sign = _signature_plan(dist_dir, data, sig_data, signing_key, bool(changes))
             result = {
-                "changed": bool(changes),
+                "changed": bool(changes) or sign,
                 "patch_id": patch["patch_id"],
                 "modules": changes,
                 "manifest": after,
                 "before": before,
                 "after": after,
+                "signed": sign,
+                "key_id": signing_key.key_id if signing_key else None,
             }
-            if not changes or check_mode:
+            if check_mode or not result["changed"]:
                 return result
 
-            _write(dist_dir, after, before, changes, sources)
+            if changes:
+                _write(
+                    dist_dir,
+                    after,
+                    before,
+                    changes,
+                    sources,
+                    key=signing_key,
+                    data=data,
+                    sig_data=sig_data,
+                )
+            else:
+                _write_signature(dist_dir, signing_key, [data])
             return result
 
 
-def _write(dist_dir, after, before, changes, sources):
+def _write_signature(dist_dir, key, manifests):
+    path = os.path.join(dist_dir, SIGNATURE_NAME)
+    try:
+        write_json_atomic(path, signing.make_signature_file(key, manifests))
+    except OSError as error:
+        raise PatchError(f"cannot write {path}: {error}", path=path) from None
+
+
+def _restore_signature(dist_dir, sig_data):
+    """Put back the signature file a failed manifest write found."""
+    path = os.path.join(dist_dir, SIGNATURE_NAME)
+    if sig_data is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    else:
+        write_bytes_atomic(path, sig_data)
+
+
+def _write(dist_dir, after, before, changes, sources, *, key=None, data=None, sig_data=None):
     try:
         added = _install_packages(dist_dir, after, before, changes, sources)
     except OSError as error:
@@ -552,13 +657,21 @@ def _write(dist_dir, after, before, changes, sources):
             f"cannot write the packages in {dist_dir}: {error}", path=dist_dir
         ) from None
 
+    manifest_path = os.path.join(dist_dir, MANIFEST_NAME)
+    new_data = dump_json(after).encode("utf-8")
+    signed = False
     try:
-        write_json_atomic(os.path.join(dist_dir, MANIFEST_NAME), after)
+        if key is not None:
+            # The signature file goes first and signs both manifests: a reader that already
+            # holds the old manifest, or gets the new one from now on, finds its signature.
+            _write_signature(dist_dir, key, [new_data] + ([data] if data else []))
+            signed = True
+        write_bytes_atomic(manifest_path, new_data)
     except BaseException as error:
         for final in added:
             shutil.rmtree(final, ignore_errors=True)
+        if signed:
+            _restore_signature(dist_dir, sig_data)
         if isinstance(error, OSError):
-            raise PatchError(
-                f"cannot write {os.path.join(dist_dir, MANIFEST_NAME)}: {error}", path=dist_dir
-            ) from None
+            raise PatchError(f"cannot write {manifest_path}: {error}", path=dist_dir) from None
         raise

@@ -217,9 +217,13 @@ class ServiceController:
         self.clock = clock
         self.sleep = sleep
 
-    def ensure(self, state, check_mode=False):
-        """Return the module result for bringing the service to `state`."""
-        raw = self.manager.state()
+    def ensure(self, state, check_mode=False, current=None):
+        """Return the module result for bringing the service to `state`.
+
+        `current` is the manager's raw state when the caller has just read it: passing it saves
+        one query, which matters between a stop and a start.
+        """
+        raw = current if current is not None else self.manager.state()
         before = self.manager.states.get(raw, "unknown")
         unit = f"{self.manager.name} under {self.manager.manager}"
         needed = {

@@ -438,6 +438,13 @@ class HttpSource:
             cause = f"no answer within {self.timeout:g} s"
         elif isinstance(reason, ConnectionRefusedError):
             cause = "connection refused; is the service running?"
+        elif isinstance(reason, ssl.SSLCertVerificationError):
+            # Name the way out, and its cost, where the operator meets the refusal.
+            cause = (
+                f"the server's certificate is not trusted ({reason.verify_message}); "
+                "add its CA to the trusted CAs of the host that asks, or set validate_certs "
+                "to false to accept any certificate"
+            )
         elif isinstance(reason, ssl.SSLError):
             cause = f"TLS failed: {reason}"
         elif isinstance(reason, ConnectionError):
@@ -523,6 +530,7 @@ class Outcome:
         self.lease_id = lease_id
         self.lease_expires_in = extra.get("lease_expires_in")
         self.would_grant = extra.get("would_grant")
+        self.drain_expired = extra.get("drain_expired", False)
 
     def result(self):
         status = self.status
@@ -538,6 +546,7 @@ class Outcome:
             "version": status.version,
             "mode": status.mode,
             "calls_dropped": status.calls_dropped,
+            "drain_expired": self.drain_expired,
             "msg": self.msg,
         }
         if self.would_grant is not None:
@@ -559,7 +568,12 @@ class StatusClient:
         text = f"{self.service}: {status.describe_ports()}; mode {status.mode}"
         if status.version:
             text += f", version {status.version}"
-        return Outcome(status, text)
+        if status.lease_id:
+            text += f", lease {status.lease_id}"
+        # The lease the service holds lets a caller check that its own grant still stands.
+        return Outcome(
+            status, text, lease_id=status.lease_id, lease_expires_in=status.lease_expires_in
+        )
 
     def request_permission(self, lease_seconds, wait_seconds=0):
         answer = self._until_granted(lambda: self.source.permission(lease_seconds), wait_seconds)
@@ -578,7 +592,7 @@ class StatusClient:
                 f"{self.service}: drain deadline passed with {status.describe_ports()}; "
                 "the service takes calls again"
             )
-            return Outcome(status, text)
+            return Outcome(status, text, drain_expired=True)
 
         text = f"{self.service}: draining, no new calls; {status.describe_ports()}"
         if status.drain_deadline_in is not None:

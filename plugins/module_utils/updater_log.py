@@ -212,8 +212,17 @@ def _read_head(path, size=64):
         return handle.read(size)
 
 
+# What a line may start with that is not text: a BOM where two logs were joined or a writer
+# wrote its preamble again, and NULs where Windows lost unflushed data in a crash and the
+# service went on writing after them.
+_LINE_JUNK = "\ufeff\x00"
+
+
 def iter_lines(path):
-    """Yield the decoded lines of one log file, one at a time, without line breaks."""
+    """Yield the decoded lines of one log file, one at a time, without line breaks.
+
+    CRLF, LF and a lone CR each end a line, in any mix.
+    """
     codec, bom_length = detect_encoding(_read_head(path))
 
     if codec.startswith("utf-16"):
@@ -221,19 +230,20 @@ def iter_lines(path):
             raw.seek(bom_length)
             text = io.TextIOWrapper(raw, encoding=codec, errors="replace", newline=None)
             for line in text:
-                yield line.rstrip("\r\n")
+                yield line.rstrip("\r\n").lstrip(_LINE_JUNK)
         return
 
-    # UTF-8 and cp1252 keep "\n" a single byte, so splitting bytes first is safe and lets each
-    # line fall back on its own: one stray legacy byte does not spoil the whole file.
+    # UTF-8 and cp1252 keep "\n" and "\r" single bytes, so splitting bytes first is safe and
+    # lets each line fall back on its own: one stray legacy byte does not spoil the whole file.
     with open(path, "rb") as raw:
         raw.seek(bom_length if codec == "utf-8-sig" else 0)
         for raw_line in raw:
-            chunk = raw_line.rstrip(b"\r\n")
-            try:
-                yield chunk.decode("utf-8")
-            except UnicodeDecodeError:
-                yield chunk.decode("cp1252", errors="replace")
+            for chunk in raw_line.rstrip(b"\r\n").split(b"\r"):
+                try:
+                    text = chunk.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = chunk.decode("cp1252", errors="replace")
+                yield text.lstrip(_LINE_JUNK)
 
 
 def _rotation_key(name):

@@ -19,6 +19,11 @@ description:
     as it was.
   - The first bundle applied to an empty O(dist_dir) creates the manifest (the base release).
   - A patch whose ID the manifest already lists is not applied again (C(changed=false)).
+  - With O(signing_key), the manifest is signed (Ed25519) in C(<dist_dir>/manifest.json.sig).
+    The signature file is written before the manifest and holds the signatures of the new and
+    the previous manifest, so a host always finds the signature of the manifest it read. An
+    applied patch whose manifest this key has not signed yet gets its signature
+    (C(changed=true)).
 options:
   dist_dir:
     description:
@@ -30,6 +35,16 @@ options:
       - The patch bundle, a directory or a C(.tar.gz) file, on the managed node.
     type: path
     required: true
+  signing_key:
+    description:
+      - Path, on the managed node, of the enterprise's Ed25519 private key in PEM (PKCS#8,
+        C(-----BEGIN PRIVATE KEY-----)), as C(openssl genpkey -algorithm ed25519) writes it,
+        without a passphrase. Keep it readable by its owner only.
+      - Set, the new manifest is signed. Omitted while O(dist_dir) holds a signature file, a
+        patch is refused, because every host that trusts the key would refuse the unsigned
+        manifest.
+      - The key itself never appears in the result or the log; only its key ID does.
+    type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -54,6 +69,11 @@ notes:
     C(<dist_dir>/.patch.lock).
   - A C(.tar.gz) bundle may hold only files and directories; links, devices and names that
     leave the bundle are refused.
+  - A manifest that O(signing_key) signed before but that no longer matches its signature is
+    not signed again; the task fails. A signature file by another key is replaced (a key
+    rotation).
+  - The key ID is the first 16 hex digits of the sha256 of the public key's DER, what
+    C(openssl pkey -in KEY -pubout -outform DER | sha256sum | cut -c1-16) prints.
 seealso:
   - module: prairiefyre.updater.manifest_compare
 author:
@@ -71,6 +91,12 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ item.module }}: {{ item.old_id }} -> {{ item.new_id }}"
   loop: "{{ patched.modules }}"
+
+- name: Apply a patch and sign the new manifest
+  prairiefyre.updater.enterprise_patch:
+    dist_dir: /srv/prairiefyre/dist
+    patch: /srv/prairiefyre/incoming/sample-6.3.2
+    signing_key: /etc/prairiefyre/enterprise.key
 
 - name: Preview a packed bundle without writing anything
   prairiefyre.updater.enterprise_patch:
@@ -129,12 +155,26 @@ serial:
   returned: success
   type: int
   sample: 2
+signed:
+  description: Whether this run wrote (in check mode, would write) a signature file.
+  returned: success
+  type: bool
+  sample: true
+key_id:
+  description: The ID of O(signing_key), or null without one.
+  returned: success
+  type: str
+  sample: 3f9a0c2b71d84e65
 """
 
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError  # noqa: E402
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing  # noqa: E402
+from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (  # noqa: E402
+    SignatureError,
+    UpdaterError,
+)
 from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import dump_json  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils.patch import (  # noqa: E402
     MANIFEST_NAME,
@@ -144,13 +184,32 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.patch import (
 ARGUMENT_SPEC = {
     "dist_dir": {"type": "path", "required": True},
     "patch": {"type": "path", "required": True},
+    "signing_key": {"type": "path", "no_log": False},
 }
 
 
-def run(params, check_mode, diff):
+def load_signing_key(path, warn=None):
+    """Read the private key at path; warn when others may read it. Its content is never shown."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(64 * 1024)
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise SignatureError(
+            f"signing_key {path}: cannot read it: {error.strerror}", path=path
+        ) from None
+
+    key = signing.SigningKey.from_pem(text, f"signing_key {path}")
+    if warn and mode & 0o077:
+        warn(f"signing_key {path} can be read by other users (mode {oct(mode & 0o777)}); chmod 600")
+    return key
+
+
+def run(params, check_mode, diff, warn=None):
     """The module's work on its validated options; returns the result dict."""
     dist_dir = params["dist_dir"]
-    outcome = apply_patch(dist_dir, params["patch"], check_mode=check_mode)
+    key = load_signing_key(params["signing_key"], warn) if params["signing_key"] else None
+    outcome = apply_patch(dist_dir, params["patch"], check_mode=check_mode, signing_key=key)
     after = outcome["after"]
     result = {
         "changed": outcome["changed"],
@@ -158,11 +217,21 @@ def run(params, check_mode, diff):
         "modules": outcome["modules"],
         "manifest": after,
         "serial": after["serial"],
+        "signed": outcome["signed"],
+        "key_id": outcome["key_id"],
     }
 
     if not outcome["changed"]:
         result["msg"] = (
             f"Patch {outcome['patch_id']} is already applied to {dist_dir}; nothing changed."
+        )
+        return result
+
+    if not outcome["modules"]:
+        verb = "would sign" if check_mode else "signed"
+        result["msg"] = (
+            f"Patch {outcome['patch_id']} is already applied to {dist_dir}; {verb} its manifest "
+            f"(serial {after['serial']}) with key {key.key_id}."
         )
         return result
 
@@ -172,9 +241,10 @@ def run(params, check_mode, diff):
         for change in outcome["modules"]
     )
     verb = "Would apply" if check_mode else "Applied"
+    signed = f", signed with key {key.key_id}" if outcome["signed"] else ""
     result["msg"] = (
         f"{verb} patch {outcome['patch_id']} to {dist_dir}: {steps}; manifest serial "
-        f"{after['serial']}."
+        f"{after['serial']}{signed}."
     )
 
     if diff:
@@ -191,7 +261,7 @@ def run(params, check_mode, diff):
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        result = run(module.params, module.check_mode, module._diff)
+        result = run(module.params, module.check_mode, module._diff, module.warn)
     except UpdaterError as error:
         module.fail_json(msg=str(error), **error.context)
     module.exit_json(**result)

@@ -114,10 +114,11 @@ EXAMPLES = r"""
     token: "{{ ivr_status_token }}"
     action: drain
     drain_deadline_seconds: 1800
+    wait_seconds: 25
   register: drained
-  until: drained.granted
-  retries: 3
-  delay: 600
+  until: drained.granted or drained.drain_expired
+  retries: 60
+  delay: 5
 
 - name: Give the lease back once the service runs again
   prairiefyre.updater.ivr_port_status:
@@ -150,16 +151,27 @@ would_grant:
   sample: false
 lease_id:
   description:
-    - The lease that was granted, or with O(action=release) the one given.
+    - The lease that was granted, with O(action=release) the one given, and with
+      O(action=query) the one the service holds now, so a caller can check that its grant
+      still stands.
     - Null when there is none, always with O(command).
   returned: always
   type: str
   sample: 3f0c2a9e8b7d4c1e9a6f5b4d3c2e1f00
 lease_expires_in:
-  description: Seconds until the granted lease expires if it is not released.
+  description:
+    - Seconds until the lease of RV(lease_id) expires if it is not released.
   returned: always
   type: float
   sample: 900.0
+drain_expired:
+  description:
+    - True when the drain's deadline passed before every port was idle; the service takes
+      calls again and a repeated O(action=drain) does not restart it in the same answer.
+    - A task that repeats O(action=drain) with C(until) should stop on it.
+  returned: always
+  type: bool
+  sample: false
 ports_busy:
   description: Number of ports in a call.
   returned: always

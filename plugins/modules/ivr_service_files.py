@@ -17,10 +17,13 @@ description:
     and sha256 and that nothing else is staged, checks free space, and writes a marker
     C(<install_root>/.updater/staging/<module>-<manifest_id>.verified). Run it while the
     service still runs.
-  - V(swap) needs the service stopped. It moves the target to
+  - V(swap) moves the target to
     C(<install_root>/.updater/backup/<module>/<time>-<old manifest ID>/) and the verified
     staging tree into its place; on Linux C(renameat2) with C(RENAME_EXCHANGE) makes the new tree
     appear in a single step. It keeps the newest O(keep_backups) backups.
+  - With O(services), V(swap) also stops those services first and starts them after, in the same
+    run, so that the stop-to-start window holds the renames alone; every check happens before
+    the first stop. Without O(services) the caller must stop the services before the swap.
   - V(rollback) puts the newest backup back and moves the tree it replaces to
     C(<install_root>/.updater/failed/<module>-<manifest_id>/).
   - V(commit) records O(manifest_id) and O(version) in the host record
@@ -65,11 +68,54 @@ options:
       - The version the module's service reports with these files.
       - Required with O(action=commit); V(stage) stores it in the marker.
     type: str
+  serial:
+    description:
+      - With O(action=commit), the C(serial) of the enterprise manifest the module comes from.
+        It becomes the host record's serial; prairiefyre.updater.manifest_compare refuses a
+        manifest with a lower one (an older manifest replayed).
+      - Omitted, the recorded serial is kept.
+    type: int
   keep_backups:
     description:
       - How many backups of the module V(swap) keeps, the one it takes included. At least 1.
     type: int
     default: 2
+  services:
+    description:
+      - With O(action=swap), the units (supervisord programs or systemd units) of the module's
+        services. When the target differs, the running ones stop, the files are swapped and all
+        start. When it already matches, only those that do not run start (see O(restart)).
+      - With O(action=commit), the record is written only while all of them run.
+      - Ask each service for permission before; stopping cuts off the calls in progress.
+    type: list
+    elements: str
+  expect_stopped:
+    description:
+      - Units of O(services) that gave no permission because they did not answer; the swap fails
+        before stopping anything if the service manager says one of them runs.
+    type: list
+    elements: str
+    default: []
+  restart:
+    description:
+      - With O(services), restart the running ones even when the target already matches (they
+        run older files than the installed ones).
+    type: bool
+    default: false
+  manager:
+    description: The service manager of O(services).
+    type: str
+    choices: [supervisord, systemd]
+  supervisor_config:
+    description: The supervisord configuration on the host; required with O(manager=supervisord).
+    type: path
+  supervisorctl:
+    description: The supervisorctl program; default the one beside Python, then the one on E(PATH).
+    type: path
+  service_timeout:
+    description: Seconds each stop and each start of O(services) may take.
+    type: int
+    default: 30
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -80,6 +126,7 @@ attributes:
     support: partial
     details:
       - V(swap) returns the changed paths with their sha256 and size before and after.
+      - In check mode V(swap) with O(services) also says which services would stop and start.
       - The other actions return no diff.
   platform:
     platforms: posix
@@ -101,6 +148,8 @@ notes:
     sent in RV(missing_files), V(swap) reports the swap that would follow an unstaged tree and
     V(commit) records nothing and does not check the installed files.
   - Trees under C(.updater/failed/) are kept until removed by hand.
+  - A failed V(swap) with O(services) returns RV(stopped), RV(swapped) and RV(backup) beside
+    C(msg), so that a rescue knows whether to roll back. docs/safety.md describes the guarantees.
 seealso:
   - module: prairiefyre.updater.manifest_compare
   - module: prairiefyre.updater.ivr_service
@@ -136,7 +185,7 @@ EXAMPLES = r"""
     manifest_id: "{{ update.new_id }}"
     version: "{{ update.new_version }}"
 
-- name: Swap the new files in (the service is stopped)
+- name: Stop IVR Inbound, swap the new files in and start it again
   prairiefyre.updater.ivr_service_files:
     action: swap
     module: ivr_inbound
@@ -145,6 +194,9 @@ EXAMPLES = r"""
     files: "{{ update.files }}"
     manifest_id: "{{ update.new_id }}"
     keep_backups: 3
+    services: [prairiefyre-ivr-inbound]
+    manager: systemd
+  register: ivr_swap
 
 - name: Roll back the swap of this manifest ID
   prairiefyre.updater.ivr_service_files:
@@ -239,7 +291,8 @@ verified_files:
   sample: 3
 backup:
   description:
-    - With V(swap), the backup of the replaced tree (null when nothing was swapped).
+    - With V(swap), the backup a rollback of O(manifest_id) would restore; null when the target
+      holds no tree that a swap to O(manifest_id) installed.
     - With V(rollback), the backup that was put back.
   returned: when action is swap or rollback
   type: str
@@ -254,6 +307,33 @@ restored_id:
   returned: when action is rollback
   type: int
   sample: 1000
+stopped:
+  description: The units V(swap) stopped (in check mode, would stop).
+  returned: when action is swap and services are given
+  type: list
+  elements: str
+  sample: [prairiefyre-ivr-inbound]
+started:
+  description: The units V(swap) started (in check mode, would start).
+  returned: when action is swap and services are given
+  type: list
+  elements: str
+  sample: [prairiefyre-ivr-inbound]
+swapped:
+  description: True when this run put the staged tree in place.
+  returned: when action is swap and services are given
+  type: bool
+  sample: true
+downtime_seconds:
+  description: Seconds from the first stop until every service ran again; 0 when none stopped.
+  returned: when action is swap and services are given
+  type: float
+  sample: 1.42
+swap_seconds:
+  description: Seconds the renames of the swap took, inside the downtime.
+  returned: when action is swap and services are given
+  type: float
+  sample: 0.004
 record:
   description: The host record V(commit) wrote or found up to date.
   returned: when action is commit
@@ -270,7 +350,13 @@ removed_staging:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.prairiefyre.updater.plugins.module_utils import swap  # noqa: E402
+from ansible_collections.prairiefyre.updater.plugins.module_utils import (  # noqa: E402
+    compare,
+    staging,
+    swap,
+    tree,
+    window,
+)
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (  # noqa: E402
     UpdaterError,
 )
@@ -287,7 +373,15 @@ ARGUMENT_SPEC = {
     "files": {"type": "dict"},
     "manifest_id": {"type": "int"},
     "version": {"type": "str"},
+    "serial": {"type": "int"},
     "keep_backups": {"type": "int", "default": swap.DEFAULT_KEEP_BACKUPS},
+    "services": {"type": "list", "elements": "str"},
+    "expect_stopped": {"type": "list", "elements": "str", "default": []},
+    "restart": {"type": "bool", "default": False},
+    "manager": {"type": "str", "choices": ["supervisord", "systemd"]},
+    "supervisor_config": {"type": "path"},
+    "supervisorctl": {"type": "path"},
+    "service_timeout": {"type": "int", "default": 30},
 }
 
 REQUIRED_IF = [
@@ -295,7 +389,26 @@ REQUIRED_IF = [
     ("action", "stage", ["files", "manifest_id"]),
     ("action", "swap", ["files", "manifest_id"]),
     ("action", "commit", ["manifest_id", "version"]),
+    ("manager", "supervisord", ["supervisor_config"]),
 ]
+
+REQUIRED_BY = {"services": ["manager"]}
+
+
+def services_of(module):
+    """A controller per unit of the services option, or None without it."""
+    params = module.params
+    if params["services"] is None:
+        return None
+    return window.controllers(
+        params["services"],
+        params["manager"],
+        module.run_command,
+        module.get_bin_path,
+        supervisor_config=params["supervisor_config"],
+        supervisorctl=params["supervisorctl"],
+        timeout=params["service_timeout"],
+    )
 
 
 def act(module, layout):
@@ -304,9 +417,21 @@ def act(module, layout):
     check = module.check_mode
     action = params["action"]
     if action == "plan":
-        return swap.plan(layout, params["files"], check_mode=check)
+        return compare.plan(layout, params["files"], check_mode=check)
     if action == "stage":
-        return swap.stage(layout, params["files"], params["version"], check_mode=check)
+        return staging.stage(layout, params["files"], params["version"], check_mode=check)
+    services = services_of(module)
+    if action == "swap" and services is not None:
+        return window.swap_services(
+            layout,
+            params["files"],
+            services,
+            keep_backups=params["keep_backups"],
+            expect_stopped=params["expect_stopped"],
+            restart=params["restart"],
+            check_mode=check,
+            want_diff=module._diff,
+        )
     if action == "swap":
         return swap.swap(
             layout,
@@ -317,12 +442,16 @@ def act(module, layout):
         )
     if action == "rollback":
         return swap.rollback(layout, check_mode=check)
-    return swap.commit(layout, params["version"], params["files"], check_mode=check)
+    if services is not None and not check:
+        window.check_running(layout, services)
+    return swap.commit(
+        layout, params["version"], params["files"], check_mode=check, serial=params["serial"]
+    )
 
 
 def run(module):
     params = module.params
-    layout = swap.Layout(
+    layout = tree.Layout(
         params["install_root"], params["module"], params["target"], params["manifest_id"]
     )
 
@@ -330,13 +459,16 @@ def run(module):
     reads_only = params["action"] == "plan" and not os.path.exists(layout.journal)
     if module.check_mode or reads_only:
         return act(module, layout)
-    with swap.module_lock(layout):
+    with tree.module_lock(layout):
         return act(module, layout)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True
+        argument_spec=ARGUMENT_SPEC,
+        required_if=REQUIRED_IF,
+        required_by=REQUIRED_BY,
+        supports_check_mode=True,
     )
 
     try:

@@ -11,8 +11,12 @@ description:
   - With O(local_manifest), compares it with the host's record and returns, per manifest
     module whose enterprise ID differs from the recorded one, what to install (RV(updates)) and
     the services that the update stops and starts (RV(services)).
-  - A module whose enterprise ID is lower than the recorded one is a downgrade and fails the
-    task unless O(allow_downgrade=true).
+  - A module whose enterprise ID is lower than the recorded one is a downgrade, and a manifest
+    whose C(serial) is lower than the one the host recorded is a replay of an older manifest.
+    Both fail the task unless O(allow_downgrade=true).
+  - With O(public_key), the manifest must carry that key's Ed25519 signature in the signature
+    file next to it (O(enterprise_src) plus C(.sig)). An unsigned manifest, one signed by
+    another key and one changed after it was signed are refused before they are parsed.
   - Read-only. It never reports a change.
 options:
   enterprise_src:
@@ -34,9 +38,18 @@ options:
   allow_downgrade:
     description:
       - Return a module whose enterprise ID is lower than the recorded one as an update instead
-        of failing.
+        of failing, and accept a manifest whose C(serial) is lower than the recorded one.
     type: bool
     default: false
+  public_key:
+    description:
+      - The enterprise's Ed25519 public key, the PEM text (C(-----BEGIN PUBLIC KEY-----)) that
+        C(openssl pkey -pubout) writes. Not a path.
+      - Set, the manifest must be signed by this key (see the description). Needs
+        O(enterprise_src), because a manifest given as O(enterprise_manifest) has no signature
+        to check.
+      - Omit it to accept an unsigned manifest.
+    type: str
   modules:
     description:
       - Compare only these manifest modules. Each must be in the enterprise manifest.
@@ -72,6 +85,8 @@ notes:
   - A manifest larger than 16 MiB is refused.
   - A URL on a loopback address is never fetched through a proxy from the environment.
   - Modules in the host's record that the enterprise no longer lists are ignored.
+  - The public key is not secret, but the option is still kept out of logs, like any key.
+  - docs/manifest.md in the collection describes the signature file and how to make keys.
 seealso:
   - module: prairiefyre.updater.enterprise_patch
 author:
@@ -96,6 +111,14 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ item.module }} {{ item.old_id }} -> {{ item.new_id }} stops {{ item.services }}"
   loop: "{{ compare.updates }}"
+
+- name: Read the enterprise manifest and refuse it unless the enterprise's key signed it
+  prairiefyre.updater.manifest_compare:
+    enterprise_src: http://127.0.0.1:18600/manifest.json
+    public_key: "{{ lookup('ansible.builtin.file', 'files/enterprise.pub') }}"
+  delegate_to: localhost
+  run_once: true
+  register: enterprise
 
 - name: Compare only IVR Inbound's module and accept going back to an older build
   prairiefyre.updater.manifest_compare:
@@ -161,10 +184,18 @@ up_to_date:
   returned: success, when O(local_manifest) is set
   type: bool
   sample: false
+signed_by:
+  description:
+    - The key ID (16 hex digits) of the O(public_key) whose signature was verified; null
+      without O(public_key).
+  returned: success
+  type: str
+  sample: 3f9a0c2b71d84e65
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils import manifest as mf  # noqa: E402
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError  # noqa: E402
 
 ARGUMENT_SPEC = {
@@ -175,6 +206,7 @@ ARGUMENT_SPEC = {
     "modules": {"type": "list", "elements": "str", "default": []},
     "validate_certs": {"type": "bool", "default": True},
     "timeout": {"type": "int", "default": 30},
+    "public_key": {"type": "str", "no_log": True},
 }
 
 
@@ -190,17 +222,22 @@ def _describe(updates):
 
 def run(params):
     """The module's work on its validated options; returns the result dict."""
+    key = None
     if params["enterprise_manifest"] is not None:
         enterprise = mf.parse_manifest(
             params["enterprise_manifest"], source="enterprise manifest (enterprise_manifest)"
         )
         label = "given as enterprise_manifest"
     else:
+        if params["public_key"]:
+            key = signing.VerifyKey.from_pem(params["public_key"], "public_key")
         fetch = mf.make_fetcher(params["validate_certs"], params["timeout"])
-        enterprise = mf.load_manifest(params["enterprise_src"], fetch)
+        enterprise = mf.load_manifest(params["enterprise_src"], fetch, key)
         label = params["enterprise_src"]
+        if key is not None:
+            label += f" (signed by key {key.key_id})"
 
-    result = {"changed": False, "enterprise": enterprise}
+    result = {"changed": False, "enterprise": enterprise, "signed_by": key.key_id if key else None}
     if not params["local_manifest"]:
         result["msg"] = (
             f"The enterprise manifest {label} is valid: serial {enterprise['serial']}, product "
@@ -226,6 +263,7 @@ def main():
         argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[("enterprise_src", "enterprise_manifest")],
         required_one_of=[("enterprise_src", "enterprise_manifest")],
+        required_by={"public_key": "enterprise_src"},
         supports_check_mode=True,
     )
     try:

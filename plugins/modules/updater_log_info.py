@@ -12,7 +12,9 @@ description:
     then C(UpdaterService.log.<n>) and C(UpdaterService.<n>.log) from the highest number down,
     then C(UpdaterService.log) - so the last PostTask is the newest.
   - Each file is decoded by its BOM (UTF-8, UTF-16 LE or BE); a file without one is read as
-    UTF-8, line by line falling back on cp1252. CRLF and LF both end a line.
+    UTF-8, line by line falling back on cp1252. CRLF, LF and a lone CR each end a line.
+  - A BOM or NUL bytes at the start of a line are dropped, so a line after two joined logs or
+    after the zeros a crash leaves in a Windows file is still read.
   - Time stamps may be C(M/D/YYYY h:mm:ss AM), C(YYYY-MM-DD HH:MM:SS(.fff)),
     C(DD.MM.YYYY HH:MM:SS) or ISO 8601 with an offset; lines without a level and a time stamp
     (stack traces, banners, garbage) are skipped and counted.

@@ -46,10 +46,19 @@ class Lab:
         return subprocess.run(cmd, env=self.env, check=check, capture_output=True, text=True)
 
     def playbook(self, name, *args):
-        """Run a playbook; return (returncode, output, recap per host)."""
-        cmd = ["ansible-playbook", "-i", str(INVENTORY), str(REPO / "playbooks" / name), *args]
+        """Run a playbook of the checkout; return (returncode, output, recap per host)."""
+        return self.run_playbook(str(REPO / "playbooks" / name), *args)
+
+    def run_playbook(self, playbook, *args, inventory=INVENTORY, env=None, cwd=REPO):
+        """Run a playbook (a path or an FQCN), with `env` over the lab's environment."""
+        cmd = ["ansible-playbook", "-i", str(inventory), playbook, *args]
         proc = subprocess.run(
-            cmd, check=False, env=self.env, capture_output=True, text=True, cwd=REPO
+            cmd,
+            check=False,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            cwd=cwd,
         )
         output = proc.stdout + proc.stderr
         recap = {
@@ -91,10 +100,35 @@ def lab(tmp_path_factory, worker_base_port):
     lab.labctl("down", check=False)
 
 
+# Each test module that starts a lab owns the 100 ports from the base port (19000, or
+# PRAIRIEFYRE_TEST_BASE_PORT) plus its offset; a lab uses base + 10 * host + service, so 100
+# ports hold 9 hosts. The offsets are fixed here rather than derived from the list of files,
+# so a module added later never moves another module's lab (a session already running keeps
+# its ports). A module not listed gets an offset from 1000 up, by its place among those.
+LAB_PORT_OFFSETS = {
+    "test_galaxy.py": 0,
+    "test_manifests.py": 100,
+    "test_update_flow.py": 200,
+    "test_faults.py": 300,
+    "test_rollback.py": 400,
+}
+UNLISTED_PORT_OFFSET = 1000
+
+
+def lab_port_offset(name):
+    if name in LAB_PORT_OFFSETS:
+        return LAB_PORT_OFFSETS[name]
+
+    unlisted = sorted(
+        p.name for p in Path(__file__).parent.glob("test_*.py") if p.name not in LAB_PORT_OFFSETS
+    )
+    return UNLISTED_PORT_OFFSET + 100 * unlisted.index(name)
+
+
 @pytest.fixture(scope="module")
 def worker_base_port(request):
     # Separate port ranges per test module keep labs from colliding when modules run in
-    # parallel; the demo lab keeps 18600.
-    modules = sorted(p.name for p in Path(__file__).parent.glob("test_*.py"))
-    index = modules.index(Path(request.module.__file__).name)
-    return 19000 + 100 * index
+    # parallel; the demo lab keeps 18600. PRAIRIEFYRE_TEST_BASE_PORT moves the whole range,
+    # so two checkouts can run their tests side by side.
+    offset = lab_port_offset(Path(request.module.__file__).name)
+    return int(os.environ.get("PRAIRIEFYRE_TEST_BASE_PORT") or 19000) + offset

@@ -73,6 +73,15 @@ def test_busy_share_converges_to_the_load(clock, ports, load, mean_call, distrib
     assert calls.calls_deferred == 0
 
 
+@pytest.mark.parametrize("sigma", [0.5, 0.8, 1.2])
+def test_lognormal_calls_keep_their_mean_whatever_the_tail(clock, sigma):
+    calls = engine(clock, mean_call=200.0, sigma=sigma, seed=3)
+
+    lengths = [calls._call_length() for _ in range(40000)]
+
+    assert sum(lengths) / len(lengths) == pytest.approx(200.0, rel=0.05)
+
+
 def test_load_zero_never_takes_a_call(clock):
     calls = engine(clock, load=0.0)
 
@@ -90,6 +99,7 @@ def test_load_zero_never_takes_a_call(clock):
         ({"load": -0.1}, "load must be in [0, 1), got -0.1"),
         ({"mean_call": 0}, "mean call length must be positive, got 0"),
         ({"distribution": "pareto"}, "unknown call length distribution 'pareto'"),
+        ({"sigma": 0}, "sigma of the call lengths must be positive, got 0"),
     ],
 )
 def test_engine_refuses_bad_settings(clock, kwargs, message):
@@ -277,6 +287,35 @@ def test_hold_prefers_idle_ports_and_extends_busy_ones(clock):
 def test_hold_refuses_bad_input(clock, ports, seconds, message):
     with pytest.raises(sim.RequestError) as raised:
         engine(clock).hold(ports, seconds)
+
+    assert str(raised.value) == message
+
+
+def test_hang_up_ends_held_calls_as_completed(clock):
+    calls = engine(clock)
+    calls.hold(2, 1000)
+    refused = calls.request_permission(900)
+
+    ended = calls.hang_up([2, 1, 3])
+    granted = calls.request_permission(900)
+
+    assert (refused["granted"], ended, granted["granted"]) == (False, [1, 2], True)
+    assert (calls.calls_completed, calls.calls_dropped) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        ([], "ports must be a non-empty list of port numbers, got []"),
+        (1, "ports must be a non-empty list of port numbers, got 1"),
+        ([5], "no port 5; ports are 1 to 4"),
+        ([True], "no port True; ports are 1 to 4"),
+        (["1"], "no port '1'; ports are 1 to 4"),
+    ],
+)
+def test_hang_up_refuses_bad_input(clock, ports, message):
+    with pytest.raises(sim.RequestError) as raised:
+        engine(clock).hang_up(ports)
 
     assert str(raised.value) == message
 

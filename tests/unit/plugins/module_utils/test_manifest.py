@@ -11,10 +11,13 @@ import urllib.error
 import pytest
 from ansible_collections.prairiefyre.updater.plugins.module_utils import fileio
 from ansible_collections.prairiefyre.updater.plugins.module_utils import manifest as mf
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
     DowngradeError,
     ManifestError,
     PathError,
+    ReplayError,
+    SignatureError,
     UpdaterError,
 )
 
@@ -505,10 +508,13 @@ BAD_MANIFESTS = [
     ids=[case[0] for case in BAD_MANIFESTS],
 )
 def test_bad_manifest_is_refused_naming_field_and_value(doc, message):
+    before = copy.deepcopy(doc)
+
     with pytest.raises(ManifestError) as raised:
         mf.parse_manifest(doc)
 
     assert str(raised.value) == message
+    assert doc == before
 
 
 BAD_JSON = [
@@ -772,10 +778,13 @@ BAD_RECORDS = [
     ("doc", "message"), [case[1:] for case in BAD_RECORDS], ids=[case[0] for case in BAD_RECORDS]
 )
 def test_bad_record_is_refused(doc, message):
+    before = copy.deepcopy(doc)
+
     with pytest.raises(ManifestError) as raised:
         mf.parse_record(doc)
 
     assert str(raised.value) == message
+    assert doc == before
 
 
 def test_missing_record_means_nothing_recorded(tmp_path):
@@ -1005,3 +1014,186 @@ def test_services_of_lists_each_service_once_in_product_order(modules, services)
     updates = [u for u in mf.compare(enterprise, None) if u["module"] in modules]
 
     assert mf.services_of(updates) == services
+
+
+# --- replays: the serial rule ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recorded", "offered", "options"),
+    [(2, 2, {}), (1, 2, {}), (0, 2, {}), (3, 2, {"allow_downgrade": True})],
+    ids=["same serial", "newer serial", "nothing recorded", "older allowed"],
+)
+def test_a_serial_at_or_above_the_recorded_one_is_compared(recorded, offered, options):
+    record = changed(good_record(), ("serial",), recorded)
+    enterprise = mf.parse_manifest(changed(good_manifest(), ("serial",), offered))
+
+    updates = mf.compare(enterprise, record, **options)
+
+    assert [update["module"] for update in updates] == ["ivr_inbound", "ivr_upiq"]
+
+
+@pytest.mark.bad_input
+def test_compare_refuses_a_replayed_older_manifest():
+    record = changed(good_record(), ("serial",), 3)
+    enterprise = mf.parse_manifest(good_manifest())
+
+    with pytest.raises(ReplayError) as raised:
+        mf.compare(enterprise, record)
+
+    assert str(raised.value) == (
+        "the enterprise manifest has serial 2, lower than the serial 3 this host last installed "
+        "from; refusing an older manifest, which is a replay or a rolled-back enterprise (set "
+        "allow_downgrade to accept it)"
+    )
+    assert raised.value.context == {"serial": 2, "recorded_serial": 3}
+    assert isinstance(raised.value, DowngradeError)
+
+
+@pytest.mark.parametrize(
+    ("serial", "expected"), [(None, 1), (2, 2), (5, 5)], ids=["kept", "raised", "set"]
+)
+def test_record_module_sets_the_serial_it_is_given(tmp_path, serial, expected):
+    mf.write_record(str(tmp_path), good_record())
+
+    _, record = mf.record_module(
+        str(tmp_path), "ivr_inbound", 1001, "6.3.2.0", serial=serial, now="2026-12-04T15:00:00Z"
+    )
+
+    assert record["serial"] == expected
+    assert mf.load_record(mf.record_path(str(tmp_path)))["serial"] == expected
+
+
+def test_a_repeated_commit_with_a_new_serial_records_only_the_serial(tmp_path):
+    mf.write_record(str(tmp_path), good_record())
+
+    changed_, record = mf.record_module(
+        str(tmp_path), "ivr_inbound", 1000, "6.3.1.0", serial=4, now="2030-01-01T00:00:00Z"
+    )
+
+    assert (changed_, record["serial"]) == (True, 4)
+    assert record["modules"]["ivr_inbound"]["updated"] == "2026-12-01T10:00:00Z"
+
+
+# --- signed manifests --------------------------------------------------------------------------
+
+KEY = signing.SigningKey(b"\x11" * 32)
+TRUSTED = signing.VerifyKey(KEY.public)
+
+
+def manifest_bytes(serial=2):
+    return fileio.dump_json(mf.parse_manifest(changed(good_manifest(), ("serial",), serial)))
+
+
+def signature_bytes(key, *manifests):
+    return json.dumps(signing.make_signature_file(key, list(manifests))).encode()
+
+
+def served(files):
+    """A fetch that answers from {url: [bytes, ...]}, one answer per call, the last repeating."""
+    asked = []
+
+    def fetch(url):
+        asked.append(url)
+        answers = files[url]
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    return fetch, asked
+
+
+URL = "http://127.0.0.1:1/manifest.json"
+STRANGER = signing.SigningKey(b"\x12" * 32)
+
+
+def test_a_signed_manifest_is_read_from_a_path(tmp_path):
+    data = manifest_bytes().encode()
+    (tmp_path / "manifest.json").write_bytes(data)
+    (tmp_path / "manifest.json.sig").write_bytes(signature_bytes(KEY, data))
+
+    result = mf.load_manifest(str(tmp_path / "manifest.json"), key=TRUSTED)
+
+    assert result == mf.parse_manifest(good_manifest())
+
+
+def test_a_manifest_read_just_before_a_patch_still_verifies():
+    old, new = manifest_bytes(2).encode(), manifest_bytes(3).encode()
+    fetch, asked = served({URL: [old], URL + ".sig": [signature_bytes(KEY, new, old)]})
+
+    assert mf.load_manifest(URL, fetch, TRUSTED)["serial"] == 2
+    assert asked == [URL, URL + ".sig"]
+
+
+def test_a_reader_two_patches_behind_reads_both_again():
+    first, second, third = (manifest_bytes(n).encode() for n in (2, 3, 4))
+    fetch, asked = served(
+        {
+            URL: [first, third],
+            URL + ".sig": [
+                signature_bytes(KEY, third, second),
+                signature_bytes(KEY, third, second),
+            ],
+        }
+    )
+
+    assert mf.load_manifest(URL, fetch, TRUSTED)["serial"] == 4
+    assert asked == [URL, URL + ".sig", URL, URL + ".sig"]
+
+
+def test_signature_src_is_the_source_plus_sig():
+    assert mf.signature_src("/dist/manifest.json") == "/dist/manifest.json.sig"
+    assert mf.signature_src(URL) == URL + ".sig"
+
+
+SIGNED_FAILURES = [
+    (
+        "unsigned",
+        {URL: [manifest_bytes().encode()]},
+        f"enterprise manifest {URL}: it has no readable signature, and a host that trusts a key "
+        f"refuses an unsigned manifest: cannot fetch {URL}.sig: HTTP 404 Not Found",
+    ),
+    (
+        "signed by another key",
+        {
+            URL: [manifest_bytes().encode()],
+            URL + ".sig": [signature_bytes(STRANGER, manifest_bytes().encode())],
+        },
+        f"enterprise manifest {URL}: it is signed by key "
+        f"{STRANGER.key_id}, not by the trusted key {KEY.key_id}",
+    ),
+    (
+        "altered after signing",
+        {
+            URL: [manifest_bytes().encode().replace(b"6.3.2.0", b"6.3.9.0")],
+            URL + ".sig": [signature_bytes(KEY, manifest_bytes().encode())],
+        },
+        f"enterprise manifest {URL}: signature file {URL}.sig holds no signature of this "
+        f"manifest (sha256 "
+        f"{hashlib.sha256(manifest_bytes().encode().replace(b'6.3.2.0', b'6.3.9.0')).hexdigest()}"
+        f"): the manifest was altered after it was signed",
+    ),
+    (
+        "damaged signature file",
+        {URL: [manifest_bytes().encode()], URL + ".sig": [b"{"]},
+        f"enterprise manifest {URL}: signature file {URL}.sig: invalid JSON at line 1 column 2: "
+        "Expecting property name enclosed in double quotes",
+    ),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [case[1:] for case in SIGNED_FAILURES],
+    ids=[case[0] for case in SIGNED_FAILURES],
+)
+def test_a_manifest_without_the_trusted_signature_is_refused(files, message):
+    def fetch(url):
+        if url not in files:
+            raise ManifestError(f"cannot fetch {url}: HTTP 404 Not Found", url=url)
+        return files[url][0]
+
+    with pytest.raises(SignatureError) as raised:
+        mf.load_manifest(URL, fetch, TRUSTED)
+
+    assert str(raised.value) == message
+    assert raised.value.context["source"] == f"enterprise manifest {URL}"

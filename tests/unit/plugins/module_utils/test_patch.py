@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.prairiefyre.updater.plugins.module_utils import patch as pt
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import PatchError
 
 REPO = Path(__file__).resolve().parents[4]
@@ -203,10 +204,13 @@ BAD_PATCHES = [
     ("doc", "message"), [case[1:] for case in BAD_PATCHES], ids=[case[0] for case in BAD_PATCHES]
 )
 def test_bad_patch_json_is_refused(doc, message):
+    before = copy.deepcopy(doc)
+
     with pytest.raises(PatchError) as raised:
         pt.parse_patch(doc)
 
     assert str(raised.value) == message
+    assert doc == before
 
 
 # --- applying ----------------------------------------------------------------------------------
@@ -532,7 +536,7 @@ def test_a_failed_manifest_write_removes_the_new_packages(base, tmp_path, monkey
     def disk_full(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pt, "write_json_atomic", disk_full)
+    monkeypatch.setattr(pt, "write_bytes_atomic", disk_full)
     with pytest.raises(PatchError) as raised:
         pt.apply_patch(base, bundle)
 
@@ -810,7 +814,7 @@ def test_a_damaged_archive_is_refused(tmp_path, damage):
 # --- the shipped bundles and make_bundle -------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["base-6.3.1", "sample-6.3.2"])
+@pytest.mark.parametrize("name", ["base-6.3.1", "sample-6.3.2", "second-6.3.3"])
 def test_shipped_bundle_lists_true_sizes_and_hashes(name):
     bundle = str(SHIPPED / name)
 
@@ -854,6 +858,34 @@ def test_shipped_bundles_make_the_documented_releases(tmp_path):
     }
 
 
+def test_the_second_shipped_patch_raises_inbound_and_outbound_again(tmp_path):
+    dist = str(tmp_path / "dist")
+    for name in ("base-6.3.1", "sample-6.3.2"):
+        pt.apply_patch(dist, str(SHIPPED / name))
+
+    second = pt.apply_patch(dist, str(SHIPPED / "second-6.3.3"))
+
+    assert second["modules"] == [
+        {"module": "ivr_inbound", "old_id": 1001, "new_id": 1002},
+        {"module": "ivr_outbound", "old_id": 2000, "new_id": 2001},
+    ]
+    manifest = manifest_of(dist)
+    assert (manifest["product_version"], manifest["serial"]) == ("6.3.3.0", 3)
+    assert manifest["patches"] == ["base-6.3.1", "sample-6.3.2", "second-6.3.3"]
+    assert {name: (m["manifest_id"], m["version"]) for name, m in manifest["modules"].items()} == {
+        "ivr_inbound": (1002, "6.3.3.0"),
+        "ivr_outbound": (2001, "6.3.3.0"),
+        "ivr_upiq": (3001, "6.3.2.0"),
+    }
+    # Files the patch does not list come from the module's previous package.
+    assert sorted(manifest["modules"]["ivr_inbound"]["files"]) == [
+        "Inbound.config",
+        "Inbound.dll",
+        "Prompts/welcome.txt",
+        "version.txt",
+    ]
+
+
 def test_make_bundle_fills_in_sizes_and_hashes(tmp_path):
     root = Path(write_bundle(tmp_path / "b", "p-1", copy.deepcopy(BASE_MODULES)))
     doc = json.loads((root / "patch.json").read_text(encoding="utf-8"))
@@ -876,3 +908,169 @@ def test_make_bundle_tar_is_the_same_bytes_every_time(tmp_path):
     make_bundle.write_tar(str(SHIPPED / "sample-6.3.2"), str(second))
 
     assert first.read_bytes() == second.read_bytes()
+
+
+# --- signing -----------------------------------------------------------------------------------
+
+KEY = signing.SigningKey(b"\x21" * 32)
+NEW_KEY = signing.SigningKey(b"\x22" * 32)
+OUTBOUND_PATCH = {"ivr_outbound": {"version": "6.3.2.0", "files": {"a": b"a"}}}
+
+
+def signature_of(dist):
+    return json.loads(Path(dist, "manifest.json.sig").read_text(encoding="utf-8"))
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def signed(tmp_path):
+    """dist_dir with the base bundle applied and signed by KEY."""
+    dist = str(tmp_path / "signed")
+    pt.apply_patch(
+        dist, write_bundle(tmp_path / "base", "base-1", BASE_MODULES, "6.3.1.0"), signing_key=KEY
+    )
+    return dist
+
+
+def test_the_first_bundle_is_signed(signed):
+    data = Path(signed, "manifest.json").read_bytes()
+
+    doc = signature_of(signed)
+
+    assert (doc["key_id"], [e["sha256"] for e in doc["signatures"]]) == (KEY.key_id, [sha(data)])
+    assert signing.check_signature(KEY, data, Path(signed, "manifest.json.sig").read_bytes())
+
+
+def test_a_signed_patch_signs_the_new_and_the_previous_manifest(signed, tmp_path):
+    old = Path(signed, "manifest.json").read_bytes()
+
+    result = pt.apply_patch(signed, write_bundle(tmp_path / "p", "p-1", OUTBOUND_PATCH), False, KEY)
+
+    new = Path(signed, "manifest.json").read_bytes()
+    assert (result["changed"], result["signed"], result["key_id"]) == (True, True, KEY.key_id)
+    assert [e["sha256"] for e in signature_of(signed)["signatures"]] == [sha(new), sha(old)]
+    sig_data = Path(signed, "manifest.json.sig").read_bytes()
+    for data in (new, old):
+        signing.check_signature(KEY, data, sig_data)
+
+
+def test_a_signed_patch_applied_again_changes_nothing(signed, tmp_path):
+    bundle = write_bundle(tmp_path / "p", "p-1", OUTBOUND_PATCH)
+    pt.apply_patch(signed, bundle, signing_key=KEY)
+    before = tree(signed)
+
+    result = pt.apply_patch(signed, bundle, signing_key=KEY)
+
+    assert (result["changed"], result["signed"]) == (False, False)
+    assert tree(signed) == before
+
+
+def test_an_unsigned_enterprise_gets_signed_by_an_applied_patch(base, tmp_path):
+    bundle = write_bundle(tmp_path / "p", "p-1", OUTBOUND_PATCH)
+    pt.apply_patch(base, bundle)
+    data = Path(base, "manifest.json").read_bytes()
+
+    checked = pt.apply_patch(base, bundle, check_mode=True, signing_key=KEY)
+    assert not Path(base, "manifest.json.sig").exists()
+    result = pt.apply_patch(base, bundle, signing_key=KEY)
+
+    assert (checked["changed"], checked["signed"], checked["modules"]) == (True, True, [])
+    assert (result["changed"], result["signed"], result["modules"]) == (True, True, [])
+    assert Path(base, "manifest.json").read_bytes() == data
+    signing.check_signature(KEY, data, Path(base, "manifest.json.sig").read_bytes())
+
+
+def test_a_new_key_replaces_the_old_keys_signature(signed, tmp_path):
+    result = pt.apply_patch(
+        signed, write_bundle(tmp_path / "p", "p-1", OUTBOUND_PATCH), signing_key=NEW_KEY
+    )
+
+    assert (result["changed"], signature_of(signed)["key_id"]) == (True, NEW_KEY.key_id)
+    assert len(signature_of(signed)["signatures"]) == 2
+
+
+def test_check_mode_signs_nothing(signed, tmp_path):
+    before = tree(signed)
+
+    result = pt.apply_patch(signed, write_bundle(tmp_path / "p", "p-1", OUTBOUND_PATCH), True, KEY)
+
+    assert (result["changed"], result["signed"]) == (True, True)
+    assert tree(signed) == before
+
+
+def tamper_manifest(dist):
+    path = Path(dist, "manifest.json")
+    path.write_bytes(path.read_bytes().replace(b'"6.3.1.0"', b'"6.3.1.9"', 1))
+
+
+def damage_signature(dist):
+    Path(dist, "manifest.json.sig").write_text("{}", encoding="utf-8")
+
+
+SIGNING_REFUSALS = [
+    (
+        "signed enterprise, no key",
+        lambda dist: None,
+        None,
+        "{dist}/manifest.json.sig exists: the enterprise signs its manifest, so give signing_key "
+        "to sign the patched one (or remove manifest.json.sig to stop signing)",
+    ),
+    (
+        "manifest changed after signing",
+        tamper_manifest,
+        KEY,
+        "{dist}/manifest.json does not match its signature by key {key} (signature file "
+        "{dist}/manifest.json.sig holds no signature of this manifest (sha256 {sha}): the "
+        "manifest was altered after it was signed); refusing to sign it again: restore the "
+        "signed manifest or remove manifest.json.sig",
+    ),
+    (
+        "damaged signature file",
+        damage_signature,
+        KEY,
+        'signature file {dist}/manifest.json.sig: missing key "format"; restore it or remove it '
+        "before signing again",
+    ),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("damage", "key", "message"),
+    [case[1:] for case in SIGNING_REFUSALS],
+    ids=[case[0] for case in SIGNING_REFUSALS],
+)
+def test_a_patch_that_would_break_the_signature_is_refused(signed, tmp_path, damage, key, message):
+    damage(signed)
+    before = tree(signed)
+    bundle = write_bundle(tmp_path / "p", "p-1", OUTBOUND_PATCH)
+
+    with pytest.raises(PatchError) as raised:
+        pt.apply_patch(signed, bundle, signing_key=key)
+
+    current = sha(Path(signed, "manifest.json").read_bytes())
+    assert str(raised.value) == message.format(dist=signed, key=KEY.key_id, sha=current)
+    assert tree(signed) == before
+
+
+@pytest.mark.bad_input
+def test_a_failed_manifest_write_restores_the_signature(signed, tmp_path, monkeypatch):
+    before = tree(signed)
+    real_write = pt.write_bytes_atomic
+
+    def manifest_disk_full(path, data, mode=0o644):
+        if path.endswith("manifest.json"):
+            raise OSError(28, "No space left on device")
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(pt, "write_bytes_atomic", manifest_disk_full)
+    with pytest.raises(PatchError) as raised:
+        pt.apply_patch(signed, write_bundle(tmp_path / "p", "p-1", OUTBOUND_PATCH), False, KEY)
+
+    assert str(raised.value) == (
+        f"cannot write {signed}/manifest.json: [Errno 28] No space left on device"
+    )
+    assert tree(signed) == before

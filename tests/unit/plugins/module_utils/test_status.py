@@ -453,8 +453,23 @@ def test_http_result_keys(fake):
         "version": "6.3.1.0",
         "mode": "leased",
         "calls_dropped": 0,
+        "drain_expired": False,
         "msg": "IVR Inbound: permission granted, all 16 ports idle; lease abc expires in 900 s",
     }
+
+
+def test_query_returns_the_lease_the_service_holds(fake):
+    leased = status_body(mode="leased", lease={"id": "L7", "expires_in": 420.0})
+    fake.reply("GET", "/status", (200, leased))
+
+    result = http_client(fake.url).query().result()
+
+    assert (result["lease_id"], result["lease_expires_in"], result["changed"]) == (
+        "L7",
+        420.0,
+        False,
+    )
+    assert result["msg"] == "IVR Inbound: all 16 ports idle; mode leased, version 6.3.1.0, lease L7"
 
 
 @pytest.mark.parametrize(
@@ -663,6 +678,7 @@ def test_wait_stops_when_the_drain_expired(fake):
     outcome = http_client(fake.url, fake_time=fake_time).drain(1800, 900, wait_seconds=30)
 
     assert outcome.msg.startswith("IVR Inbound: drain deadline passed")
+    assert (outcome.result()["drain_expired"], outcome.granted) == (True, False)
     assert fake_time.sleeps == []
     assert len(fake.requests) == 1
 

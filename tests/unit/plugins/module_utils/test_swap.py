@@ -1,5 +1,6 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests of module_utils/swap.py: plan, stage, swap, rollback, commit and crash repair.
+"""Unit tests of plan, stage, swap, rollback, commit and crash repair (module_utils/swap.py and
+the compare, staging, journal and tree helpers it builds on).
 
 Every case builds a small install root in tmp_path: module ivr_inbound in IVR/Inbound with the
 OLD files installed, and a manifest (ID 1001) of the NEW files.
@@ -13,18 +14,25 @@ import re
 
 import pytest
 
-from ansible_collections.prairiefyre.updater.plugins.module_utils import manifest, swap
+from ansible_collections.prairiefyre.updater.plugins.module_utils import (
+    compare,
+    journal,
+    manifest,
+    staging,
+    swap,
+    tree,
+)
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
     ManifestError,
     PathError,
 )
-from ansible_collections.prairiefyre.updater.plugins.module_utils.swap import SwapError, VerifyError
+from ansible_collections.prairiefyre.updater.plugins.module_utils.tree import SwapError, VerifyError
 
 MODULE = "ivr_inbound"
 TARGET = "IVR/Inbound"
 OLD = {"version.txt": b"6.3.1.0\n", "Inbound.dll": b"dll-1", "old.cfg": b"cfg"}
 NEW = {"version.txt": b"6.3.2.0\n", "Inbound.dll": b"dll-1", "lib/new.bin": b"new"}
-MARGIN = swap.FREE_SPACE_MARGIN
+MARGIN = staging.FREE_SPACE_MARGIN
 
 
 def sha(data):
@@ -65,7 +73,7 @@ def root(tmp_path):
 
 
 def layout_of(root, manifest_id=1001):
-    return swap.Layout(root, MODULE, TARGET, manifest_id)
+    return tree.Layout(root, MODULE, TARGET, manifest_id)
 
 
 @pytest.fixture
@@ -75,20 +83,20 @@ def layout(root):
 
 def send(layout, contents=NEW):
     """What the role does after plan: copy the listed files into the staging directory."""
-    planned = swap.plan(layout, manifest_of(contents))
+    planned = compare.plan(layout, manifest_of(contents))
     write_tree(planned["staging_dir"], {path: contents[path] for path in planned["changed_files"]})
     return planned
 
 
 def staged(layout, contents=NEW):
     send(layout, contents)
-    return swap.stage(layout, manifest_of(contents), "6.3.2.0")
+    return staging.stage(layout, manifest_of(contents), "6.3.2.0")
 
 
 def crash_on_move(monkeypatch, call, exchange=False):
     """Let swap.py make ``call - 1`` renames, then die on the next one."""
     calls = []
-    real_move = swap.move
+    real_move = journal.move
 
     def move(src, dst):
         calls.append((src, dst))
@@ -96,9 +104,9 @@ def crash_on_move(monkeypatch, call, exchange=False):
             raise Crash()
         real_move(src, dst)
 
-    monkeypatch.setattr(swap, "move", move)
+    monkeypatch.setattr(journal, "move", move)
     if not exchange:
-        monkeypatch.setattr(swap, "exchange", lambda first, second: False)
+        monkeypatch.setattr(journal, "exchange", lambda first, second: False)
 
 
 # --- the layout ------------------------------------------------------------------------------
@@ -183,7 +191,7 @@ def test_layout_refuses(tmp_path, case):
     install_root, target, message = case(tmp)
 
     with pytest.raises((PathError, ManifestError)) as caught:
-        swap.Layout(install_root, MODULE, target, 1001)
+        tree.Layout(install_root, MODULE, target, 1001)
 
     assert str(caught.value) == message
 
@@ -191,7 +199,7 @@ def test_layout_refuses(tmp_path, case):
 @pytest.mark.bad_input
 def test_layout_refuses_a_bad_module_name(root):
     with pytest.raises(ManifestError) as caught:
-        swap.Layout(root, "IVR Inbound", TARGET, 1001)
+        tree.Layout(root, "IVR Inbound", TARGET, 1001)
 
     assert str(caught.value) == (
         "module: expected a name of lowercase letters, digits and _ that starts with a letter, "
@@ -239,7 +247,7 @@ def test_plan(tmp_path, installed, staged_files, expected):
     layout = layout_of(root)
     write_tree(layout.staging, staged_files)
 
-    result = swap.plan(layout, manifest_of(NEW))
+    result = compare.plan(layout, manifest_of(NEW))
 
     got = (
         result["changed_files"],
@@ -254,7 +262,7 @@ def test_plan(tmp_path, installed, staged_files, expected):
 
 
 def test_plan_messages(layout, root):
-    assert swap.plan(layout, manifest_of(NEW))["msg"] == (
+    assert compare.plan(layout, manifest_of(NEW))["msg"] == (
         f"module ivr_inbound: 2 of 3 files differ in {root}/IVR/Inbound, 2 to send (11 bytes), "
         "1 to remove"
     )
@@ -262,7 +270,7 @@ def test_plan_messages(layout, root):
     write_tree(layout.target, NEW)
     os.unlink(os.path.join(layout.target, "old.cfg"))
 
-    assert swap.plan(layout, manifest_of(NEW))["msg"] == (
+    assert compare.plan(layout, manifest_of(NEW))["msg"] == (
         f"module ivr_inbound: {root}/IVR/Inbound already has the manifest's files"
     )
 
@@ -274,7 +282,7 @@ def test_plan_follows_a_symlink_inside_the_install_root(layout, root):
         os.path.join(root, "shared", "Inbound.dll"), os.path.join(layout.target, "Inbound.dll")
     )
 
-    assert swap.plan(layout, manifest_of(NEW))["changed_files"] == ["lib/new.bin", "version.txt"]
+    assert compare.plan(layout, manifest_of(NEW))["changed_files"] == ["lib/new.bin", "version.txt"]
 
 
 # --- stage -----------------------------------------------------------------------------------
@@ -283,7 +291,7 @@ def test_plan_follows_a_symlink_inside_the_install_root(layout, root):
 def test_stage_links_the_unchanged_files_and_writes_the_marker(layout):
     send(layout)
 
-    result = swap.stage(layout, manifest_of(NEW), "6.3.2.0")
+    result = staging.stage(layout, manifest_of(NEW), "6.3.2.0")
 
     assert result == {
         "changed": True,
@@ -312,7 +320,7 @@ def test_stage_links_the_unchanged_files_and_writes_the_marker(layout):
 def test_stage_is_idempotent(layout):
     staged(layout)
 
-    result = swap.stage(layout, manifest_of(NEW), "6.3.2.0")
+    result = staging.stage(layout, manifest_of(NEW), "6.3.2.0")
 
     assert (result["changed"], result["verified_files"]) == (False, 0)
     assert result["msg"] == f"module ivr_inbound: {layout.staging} is already staged and verified"
@@ -322,7 +330,7 @@ def test_stage_verifies_again_after_a_staged_file_was_replaced(layout):
     staged(layout)
     write_tree(layout.staging, {"version.txt": NEW["version.txt"]})
 
-    result = swap.stage(layout, manifest_of(NEW), "6.3.2.0")
+    result = staging.stage(layout, manifest_of(NEW), "6.3.2.0")
 
     assert (result["changed"], result["verified_files"]) == (True, 3)
 
@@ -333,8 +341,8 @@ def test_stage_copies_where_hardlinks_fail(layout, monkeypatch):
     def no_link(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link", src)
 
-    monkeypatch.setattr(swap.os, "link", no_link)
-    result = swap.stage(layout, manifest_of(NEW), "6.3.2.0")
+    monkeypatch.setattr(os, "link", no_link)
+    result = staging.stage(layout, manifest_of(NEW), "6.3.2.0")
 
     assert (result["linked_files"], result["copied_files"]) == ([], ["Inbound.dll"])
     assert read_tree(layout.staging) == NEW
@@ -343,7 +351,7 @@ def test_stage_copies_where_hardlinks_fail(layout, monkeypatch):
 def test_stage_check_mode_touches_nothing(layout):
     send(layout)
 
-    result = swap.stage(layout, manifest_of(NEW), "6.3.2.0", check_mode=True)
+    result = staging.stage(layout, manifest_of(NEW), "6.3.2.0", check_mode=True)
 
     assert (result["changed"], result["linked_files"]) == (True, ["Inbound.dll"])
     assert result["msg"] == (
@@ -354,7 +362,7 @@ def test_stage_check_mode_touches_nothing(layout):
 
 
 def test_stage_check_mode_lists_what_plan_would_have_sent(layout):
-    result = swap.stage(layout, manifest_of(NEW), "6.3.2.0", check_mode=True)
+    result = staging.stage(layout, manifest_of(NEW), "6.3.2.0", check_mode=True)
 
     assert (result["changed"], result["missing_files"]) == (True, ["lib/new.bin", "version.txt"])
     assert result["msg"] == (
@@ -420,7 +428,7 @@ def _not_sent(layout):
 
 
 def _disk_full(layout, monkeypatch):
-    monkeypatch.setattr(swap, "_free_bytes", lambda path: 1000)
+    monkeypatch.setattr(staging, "free_bytes", lambda path: 1000)
     return SwapError, (
         f"cannot stage module ivr_inbound: {layout.staging} has 1000 bytes free and staging "
         f"needs {MARGIN} (a {MARGIN}-byte margin included)"
@@ -445,7 +453,7 @@ def test_stage_refuses(layout, case):
     error, message = case(layout)
 
     with pytest.raises(error) as caught:
-        swap.stage(layout, manifest_of(NEW), "6.3.2.0")
+        staging.stage(layout, manifest_of(NEW), "6.3.2.0")
 
     assert str(caught.value) == message
     assert not os.path.exists(layout.marker)
@@ -457,7 +465,7 @@ def test_stage_refuses_a_full_disk(layout, monkeypatch):
     error, message = _disk_full(layout, monkeypatch)
 
     with pytest.raises(error) as caught:
-        swap.stage(layout, manifest_of(NEW), "6.3.2.0")
+        staging.stage(layout, manifest_of(NEW), "6.3.2.0")
 
     assert str(caught.value) == message
 
@@ -487,8 +495,8 @@ def test_stage_refuses_a_full_disk(layout, monkeypatch):
 def test_paths_that_leave_the_target_are_refused(layout, action, path, message):
     files = dict(manifest_of(NEW), **{path: {"size": 1, "sha256": sha(b"x")}})
     call = {
-        "plan": lambda: swap.plan(layout, files),
-        "stage": lambda: swap.stage(layout, files),
+        "plan": lambda: compare.plan(layout, files),
+        "stage": lambda: staging.stage(layout, files),
         "swap": lambda: swap.swap(layout, files),
     }[action]
 
@@ -505,10 +513,10 @@ BACKUP_NAME = re.compile(r"^\d{8}T\d{12}Z-unknown$")
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
 def test_swap_puts_the_staged_tree_in_place(layout, monkeypatch, exchange):
-    if exchange and swap._renameat2() is None:
+    if exchange and journal._renameat2() is None:
         pytest.skip("renameat2 is not available here")
     if not exchange:
-        monkeypatch.setattr(swap, "exchange", lambda first, second: False)
+        monkeypatch.setattr(journal, "exchange", lambda first, second: False)
     staged(layout)
 
     result = swap.swap(layout, manifest_of(NEW))
@@ -541,7 +549,7 @@ def test_swap_is_idempotent(layout):
 
     assert (result["changed"], result["backup"]) == (False, None)
     assert result["msg"] == f"module ivr_inbound: {layout.target} already has the manifest's files"
-    assert len(swap.list_backups(layout)) == 1
+    assert len(journal.list_backups(layout)) == 1
 
 
 def test_swap_of_a_tree_that_already_matches_needs_no_staging(layout):
@@ -573,7 +581,7 @@ def test_swap_check_mode_and_diff(layout):
     }
     assert read_tree(layout.target) == before_target
     assert os.path.isdir(layout.staging)
-    assert swap.list_backups(layout) == []
+    assert journal.list_backups(layout) == []
 
 
 def test_swap_check_mode_before_anything_was_staged(layout):
@@ -608,7 +616,7 @@ def test_swap_keeps_only_keep_backups(root):
         swap.swap(layout, manifest_of(contents), keep_backups=2)
         swap.commit(layout, "6.3.2.0")
 
-    backups = swap.list_backups(layout)
+    backups = journal.list_backups(layout)
     assert [os.path.basename(path).split("-")[1] for path in backups] == ["1001", "1002"]
     assert sorted(os.listdir(layout.backup_root)) == sorted(
         [os.path.basename(path) for path in backups]
@@ -711,7 +719,7 @@ def test_swap_refuses(layout, case):
 
     assert str(caught.value) == message
     assert read_tree(layout.target) == OLD
-    assert swap.list_backups(layout) == []
+    assert journal.list_backups(layout) == []
 
 
 @pytest.mark.bad_input
@@ -760,7 +768,7 @@ REPAIR_CASES = [
 def test_crash_during_swap_is_finished_by_the_next_plan(
     layout, monkeypatch, call, exchange, message
 ):
-    if exchange and swap._renameat2() is None:
+    if exchange and journal._renameat2() is None:
         pytest.skip("renameat2 is not available here")
     staged(layout)
     with monkeypatch.context() as patch:
@@ -769,14 +777,14 @@ def test_crash_during_swap_is_finished_by_the_next_plan(
             swap.swap(layout, manifest_of(NEW))
     assert os.path.exists(layout.journal)
 
-    result = swap.plan(layout, manifest_of(NEW))
+    result = compare.plan(layout, manifest_of(NEW))
 
     assert (result["changed"], result["repaired"], result["up_to_date"]) == (True, message, True)
     assert result["msg"] == (
         f"module ivr_inbound: {layout.target} already has the manifest's files; {message}"
     )
     assert read_tree(layout.target) == NEW
-    [backup] = swap.list_backups(layout)
+    [backup] = journal.list_backups(layout)
     assert read_tree(backup) == OLD
     assert os.path.exists(backup + ".json")
     assert not os.path.exists(layout.journal)
@@ -790,7 +798,7 @@ def test_crash_between_renames_is_shown_in_check_mode_only(layout, monkeypatch):
         with pytest.raises(Crash):
             swap.swap(layout, manifest_of(NEW))
 
-    result = swap.plan(layout, manifest_of(NEW), check_mode=True)
+    result = compare.plan(layout, manifest_of(NEW), check_mode=True)
 
     assert (result["changed"], result["repaired"]) == (
         False,
@@ -803,7 +811,7 @@ def test_crash_between_renames_is_shown_in_check_mode_only(layout, monkeypatch):
 
 REPAIRING_ACTIONS = [
     pytest.param(lambda layout: swap.swap(layout, manifest_of(NEW)), NEW, id="swap"),
-    pytest.param(lambda layout: swap.stage(layout, manifest_of(NEW)), NEW, id="stage"),
+    pytest.param(lambda layout: staging.stage(layout, manifest_of(NEW)), NEW, id="stage"),
     pytest.param(lambda layout: swap.commit(layout, "6.3.2.0", manifest_of(NEW)), NEW, id="commit"),
     pytest.param(swap.rollback, OLD, id="rollback"),
 ]
@@ -841,7 +849,7 @@ def test_crash_before_the_first_rename_drops_the_journal(layout, monkeypatch):
     )
     assert result["changed"] is True
     assert read_tree(layout.target) == NEW
-    assert len(swap.list_backups(layout)) == 1
+    assert len(journal.list_backups(layout)) == 1
 
 
 @pytest.mark.bad_input
@@ -856,7 +864,7 @@ def test_crash_repair_refuses_a_state_it_cannot_explain(layout, monkeypatch):
     os.rename(aside, aside + "-moved-by-hand")
 
     with pytest.raises(SwapError) as caught:
-        swap.plan(layout, manifest_of(NEW))
+        compare.plan(layout, manifest_of(NEW))
 
     assert str(caught.value) == (
         f"an interrupted swap of module ivr_inbound left {layout.target}, {layout.staging} and "
@@ -879,7 +887,7 @@ def test_a_broken_journal_stops_every_action(layout, content, reason):
         handle.write(content)
 
     with pytest.raises(SwapError) as caught:
-        swap.plan(layout, manifest_of(NEW))
+        compare.plan(layout, manifest_of(NEW))
 
     assert str(caught.value).startswith(f"journal {layout.journal} {reason}")
 
@@ -905,7 +913,7 @@ def test_rollback_restores_the_newest_backup(layout):
     }
     assert read_tree(layout.target) == OLD
     assert read_tree(failed) == NEW
-    assert swap.list_backups(layout) == []
+    assert journal.list_backups(layout) == []
     assert not os.path.exists(backup + ".json")
     assert not os.path.exists(layout.marker)
 
@@ -950,7 +958,7 @@ def test_rollback_check_mode_touches_nothing(layout):
 
     assert result["msg"] == f"module ivr_inbound: would restore {backup} to {layout.target}"
     assert read_tree(layout.target) == NEW
-    assert swap.list_backups(layout) == [backup]
+    assert journal.list_backups(layout) == [backup]
 
 
 def test_crash_during_rollback_is_finished_by_the_repeated_rollback(layout, monkeypatch):
@@ -1096,7 +1104,7 @@ def test_commit_refuses_files_that_are_not_installed(layout, root):
 
 @pytest.mark.bad_input
 def test_module_lock_refuses_a_second_run(layout):
-    with swap.module_lock(layout), pytest.raises(SwapError) as caught, swap.module_lock(layout):
+    with tree.module_lock(layout), pytest.raises(SwapError) as caught, tree.module_lock(layout):
         pass
 
     assert str(caught.value) == (
@@ -1105,18 +1113,18 @@ def test_module_lock_refuses_a_second_run(layout):
 
 
 def test_exchange_reports_false_without_renameat2(tmp_path, monkeypatch):
-    monkeypatch.setattr(swap, "_renameat2", lambda: None)
+    monkeypatch.setattr(journal, "_renameat2", lambda: None)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
 
-    assert swap.exchange(str(tmp_path / "a"), str(tmp_path / "b")) is False
+    assert journal.exchange(str(tmp_path / "a"), str(tmp_path / "b")) is False
 
 
 def test_exchange_swaps_two_directories(tmp_path):
-    if swap._renameat2() is None:
+    if journal._renameat2() is None:
         pytest.skip("renameat2 is not available here")
     write_tree(str(tmp_path / "a"), {"from-a": b"a"})
     write_tree(str(tmp_path / "b"), {"from-b": b"b"})
 
-    assert swap.exchange(str(tmp_path / "a"), str(tmp_path / "b")) is True
+    assert journal.exchange(str(tmp_path / "a"), str(tmp_path / "b")) is True
     assert (os.listdir(tmp_path / "a"), os.listdir(tmp_path / "b")) == (["from-b"], ["from-a"])

@@ -5,6 +5,7 @@ The steps follow the project's order: check mode, real run, idempotent run, idem
 mode, diff.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -12,6 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing
 from ansible_collections.prairiefyre.updater.plugins.modules import enterprise_patch
 
 REPO = Path(__file__).resolve().parents[4]
@@ -174,3 +177,77 @@ def test_a_downgrade_is_refused(run_module, dist, tmp_path):
         "patch older-6.3.0: module ivr_inbound would go from manifest ID 1000 down to 999; "
         "refusing the downgrade",
     )
+
+
+def test_the_documentation_parses_and_lists_every_option():
+    doc = yaml.safe_load(enterprise_patch.DOCUMENTATION)
+
+    assert sorted(doc["options"]) == sorted(enterprise_patch.ARGUMENT_SPEC)
+    assert enterprise_patch.ARGUMENT_SPEC["signing_key"]["no_log"] is False
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    """An Ed25519 private key PEM, as openssl genpkey writes it, readable by its owner only."""
+    seed = b"\x51" * 32
+    der = bytes.fromhex("302e020100300506032b657004220420") + seed
+    path = tmp_path / "enterprise.key"
+    path.write_text(
+        "-----BEGIN PRIVATE KEY-----\n"
+        + base64.b64encode(der).decode()
+        + "\n-----END PRIVATE KEY-----\n"
+    )
+    path.chmod(0o600)
+    return path, signing.SigningKey(seed)
+
+
+def test_a_signed_patch_in_the_documented_order(run_module, dist, key_file):
+    path, key = key_file
+    args = {"dist_dir": dist, "patch": SAMPLE, "signing_key": str(path)}
+    steps = "ivr_inbound 1000 -> 1001, ivr_upiq 3000 -> 3001; manifest serial 2"
+
+    checked = run_module(enterprise_patch, args, check_mode=True)
+    assert not Path(dist, "manifest.json.sig").exists()
+    applied = run_module(enterprise_patch, args)
+    again = run_module(enterprise_patch, args)
+
+    assert (
+        checked["msg"]
+        == f"Would apply patch sample-6.3.2 to {dist}: {steps}, signed with key {key.key_id}."
+    )
+    assert (
+        applied["msg"]
+        == f"Applied patch sample-6.3.2 to {dist}: {steps}, signed with key {key.key_id}."
+    )
+    assert (applied["signed"], applied["key_id"]) == (True, key.key_id)
+    assert (again["changed"], again["signed"]) == (False, False)
+    data = Path(dist, "manifest.json").read_bytes()
+    signing.check_signature(key, data, Path(dist, "manifest.json.sig").read_bytes())
+    assert path.read_text() not in json.dumps([checked, applied, again])
+
+
+def test_an_applied_patch_gets_signed_once(run_module, dist, key_file):
+    path, key = key_file
+    run_module(enterprise_patch, {"dist_dir": dist, "patch": SAMPLE})
+
+    signed = run_module(
+        enterprise_patch, {"dist_dir": dist, "patch": SAMPLE, "signing_key": str(path)}
+    )
+
+    assert (signed["changed"], signed["modules"]) == (True, [])
+    assert signed["msg"] == (
+        f"Patch sample-6.3.2 is already applied to {dist}; signed its manifest (serial 2) with "
+        f"key {key.key_id}."
+    )
+
+
+def test_a_key_others_can_read_is_used_with_a_warning(dist, key_file):
+    path, _ = key_file
+    path.chmod(0o644)
+    warnings = []
+    params = {"dist_dir": dist, "patch": SAMPLE, "signing_key": str(path)}
+
+    result = enterprise_patch.run(params, check_mode=False, diff=False, warn=warnings.append)
+
+    assert result["signed"] is True
+    assert warnings == [f"signing_key {path} can be read by other users (mode 0o644); chmod 600"]

@@ -267,6 +267,7 @@ def test_grant_returns_the_lease_and_the_port_state(fake, run_module):
         "version": "6.3.1.0",
         "mode": "leased",
         "calls_dropped": 2,
+        "drain_expired": False,
         "msg": "IVR Inbound: permission granted, all 16 ports idle; lease L1 expires in 900 s",
     }
     assert fake.requests == [("POST", "/permission", {"lease_seconds": 900})]

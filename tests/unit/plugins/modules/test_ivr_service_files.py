@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.prairiefyre.updater.plugins.module_utils import swap
+from ansible_collections.prairiefyre.updater.plugins.module_utils import tree
 from ansible_collections.prairiefyre.updater.plugins.modules import ivr_service_files
 
 OLD = {"version.txt": b"6.3.1.0\n", "Inbound.dll": b"dll-1", "old.cfg": b"cfg"}
@@ -196,6 +196,16 @@ BAD_CASES = [
         id="bad-sha256",
     ),
     pytest.param(
+        {"action": "swap", "services": ["ivr01_inbound"]},
+        "missing parameter(s) required by 'services': manager",
+        id="services-without-manager",
+    ),
+    pytest.param(
+        {"action": "swap", "services": ["ivr01_inbound"], "manager": "supervisord"},
+        "manager is supervisord but all of the following are missing: supervisor_config",
+        id="supervisord-without-config",
+    ),
+    pytest.param(
         {"action": "plan", "install_root": "relative"},
         'install_root "relative" is not an absolute path',
         id="relative-root",
@@ -214,9 +224,9 @@ def test_bad_input_fails_with_one_sentence(run_module, root, changes, message):
 
 @pytest.mark.bad_input
 def test_a_held_lock_fails_the_run(run_module, root):
-    layout = swap.Layout(root, "ivr_inbound", "IVR/Inbound", 1001)
+    layout = tree.Layout(root, "ivr_inbound", "IVR/Inbound", 1001)
 
-    with swap.module_lock(layout):
+    with tree.module_lock(layout):
         result = run_module(ivr_service_files, args(root, "stage"))
 
     assert result["msg"] == (

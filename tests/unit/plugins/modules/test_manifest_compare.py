@@ -4,6 +4,8 @@
 import json
 
 import pytest
+import yaml
+from ansible_collections.prairiefyre.updater.plugins.module_utils import signing
 from ansible_collections.prairiefyre.updater.plugins.modules import manifest_compare
 
 SHA = "c" * 64
@@ -80,6 +82,7 @@ def test_without_a_record_it_only_reads_and_validates(run_module, files):
         "changed": False,
         "failed": False,
         "enterprise": ENTERPRISE,
+        "signed_by": None,
         "msg": f"The enterprise manifest {files['enterprise']} is valid: serial 2, product "
         "6.3.2.0, 3 modules.",
     }
@@ -266,6 +269,56 @@ def test_failure_says_what_and_where(run_module, files, args, message):
         for key, value in args.items()
     }
 
+    before = tree(tmp)
+
     result = run_module(manifest_compare, args)
 
     assert (result["failed"], result["msg"]) == (True, message.format(**paths))
+    assert tree(tmp) == before
+
+
+def tree(root):
+    """Every file under root with its bytes: a failed comparison must leave all of them."""
+    return {str(path): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_the_documentation_parses_and_lists_every_option():
+    doc = yaml.safe_load(manifest_compare.DOCUMENTATION)
+
+    assert sorted(doc["options"]) == sorted(manifest_compare.ARGUMENT_SPEC)
+    assert manifest_compare.ARGUMENT_SPEC["public_key"]["no_log"] is True
+
+
+KEY = signing.SigningKey(b"\x41" * 32)
+
+
+def test_a_signed_manifest_is_verified_and_its_key_named(run_module, files, tmp_path):
+    data = (tmp_path / "dist" / "manifest.json").read_bytes()
+    sig = json.dumps(signing.make_signature_file(KEY, [data]))
+    (tmp_path / "dist" / "manifest.json.sig").write_text(sig, encoding="utf-8")
+    args = {
+        "enterprise_src": files["enterprise"],
+        "public_key": signing.public_key_pem(KEY.public),
+        "local_manifest": files["record"],
+    }
+
+    result = run_module(manifest_compare, args)
+
+    assert (result["failed"], result["signed_by"]) == (False, KEY.key_id)
+    assert [u["module"] for u in result["updates"]] == ["ivr_inbound", "ivr_upiq"]
+
+
+def test_without_a_record_the_message_names_the_key(run_module, files, tmp_path):
+    data = (tmp_path / "dist" / "manifest.json").read_bytes()
+    sig = json.dumps(signing.make_signature_file(KEY, [data]))
+    (tmp_path / "dist" / "manifest.json.sig").write_text(sig, encoding="utf-8")
+
+    result = run_module(
+        manifest_compare,
+        {"enterprise_src": files["enterprise"], "public_key": signing.public_key_pem(KEY.public)},
+    )
+
+    assert result["msg"] == (
+        f"The enterprise manifest {files['enterprise']} (signed by key {KEY.key_id}) is valid: "
+        "serial 2, product 6.3.2.0, 3 modules."
+    )

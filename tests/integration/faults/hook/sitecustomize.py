@@ -1,0 +1,91 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Test-only fault point inside a module run, loaded through PYTHONPATH by the fault tests.
+
+test_faults.py runs the modules with an interpreter wrapper that puts this directory first on
+PYTHONPATH, so Python imports this file at start-up. It watches the interpreter's audit events
+(no hook in the collection's code) and, in the ivr_service_files module only, acts once at the
+point FAULT_HOOK_POINT names:
+
+    after_stop            freeze at the first command after supervisorctl stop returned
+    mid_swap              freeze at the rename that moves the staging tree, the second rename
+                          of the swap: the journal is written and the first rename is done
+    before_start          freeze right before supervisorctl start runs
+    kill_service_at_stop  SIGKILL the service (FAULT_SERVICE_PID) instead of letting the stop
+                          end it gracefully, then carry on
+
+To freeze, it writes FAULT_FIRED and stops its own process with SIGSTOP; the test then kills
+the whole ansible-playbook process tree, which is what a run killed at that point leaves.
+"""
+
+import os
+import re
+import signal
+import sys
+import time
+
+POINT = os.environ.get("FAULT_HOOK_POINT", "")
+FIRED = os.environ.get("FAULT_FIRED", "")
+PROGRAM = os.environ.get("FAULT_PROGRAM", "")
+STAGING_TREE = re.compile(r"/\.updater/staging/[a-z][a-z0-9_]*-\d+$")
+
+_state = {"busy": False, "done": False, "stopped": False}
+
+
+def _fire(what):
+    _state["done"] = True
+    with open(FIRED, "w", encoding="utf-8") as handle:
+        handle.write(what)
+
+
+def _freeze(what):
+    _fire(what)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _supervisorctl_action(args):
+    """The action of a `supervisorctl -c CONF ACTION PROGRAM` command line, else None."""
+    # AnsibleModule.run_command hands Popen its arguments as bytes.
+    words = [os.fsdecode(word) for word in (args[1] or [])] if len(args) > 1 else []
+    is_ours = len(words) >= 5 and os.path.basename(words[0]).startswith("supervisorctl")
+    return words[3] if is_ours and words[4] == PROGRAM else None
+
+
+def _on_popen(args):
+    action = _supervisorctl_action(args)
+    if POINT == "after_stop":
+        if _state["stopped"]:
+            _freeze("after the stop")
+        elif action == "stop":
+            _state["stopped"] = True
+    elif POINT == "before_start" and action == "start":
+        _freeze("before the start")
+    elif POINT == "kill_service_at_stop" and action == "stop":
+        pid = int(os.environ["FAULT_SERVICE_PID"])
+        os.kill(pid, signal.SIGKILL)
+        # Give supervisord a moment to reap it, so the stop meets a service that died.
+        time.sleep(0.5)
+        _fire(f"killed service pid {pid} at the stop")
+
+
+def _on_rename(args):
+    # The swap's renames move whole trees; only the staging tree's path matches this.
+    if POINT == "mid_swap" and STAGING_TREE.search(os.fsdecode(args[0])):
+        _freeze("in the middle of the swap")
+
+
+def _hook(event, args):
+    if _state["done"] or _state["busy"]:
+        return
+
+    _state["busy"] = True
+    try:
+        if event == "subprocess.Popen":
+            _on_popen(args)
+        elif event == "os.rename":
+            _on_rename(args)
+    finally:
+        _state["busy"] = False
+
+
+if POINT and FIRED and "ivr_service_files" in os.path.basename(sys.argv[0] if sys.argv else ""):
+    sys.addaudithook(_hook)

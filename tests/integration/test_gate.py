@@ -1,0 +1,459 @@
+"""The permission gate through the real playbooks, against labs of its own.
+
+The default lab (4 ports, light load, real time) carries a pending update of IVR Inbound, and
+the tests run in file order: settings that are refused, services that never go idle, a lease
+held by someone else, an endpoint nobody answers, hosts that do not wait for each other, a forced
+drain and a lease that runs out. Services are held busy with the simulator's lab-only
+/admin/hold and let go with /admin/hangup. A second lab, busy and time-compressed, takes many
+back-to-back permission, stop and start cycles and must drop no call.
+"""
+
+import concurrent.futures
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+SERVICES = ("inbound", "outbound", "upiq")
+HOSTS = ("ivr01", "ivr02")
+CYCLES = REPO / "tests" / "integration" / "playbooks" / "gate_cycles.yml"
+# A lab's hosts use BASE .. BASE + 32, so the busy lab fits into this module's block of 100.
+BUSY_LAB_OFFSET = 50
+# Lab settings of the busy lab: a real site's 16 ports at 40 % load, 300 times faster.
+BUSY_LAB = ("--ports", "16", "--load", "0.4", "--mean-call", "180", "--time-scale", "300")
+FAST_GATE = (
+    "-e",
+    "remote_ivr_update_permission_delay=1",
+    "-e",
+    "remote_ivr_update_drain_delay=1",
+    "-e",
+    "remote_ivr_update_permission_wait=1",
+)
+
+
+def flat(text):
+    """The text with every run of whitespace as one space, as a wrapped message reads."""
+    return " ".join(text.split())
+
+
+def call(lab, host, service, path, body=None):
+    """Send one request to a lab service's simulator and return its JSON answer."""
+    index = int(host.removeprefix("ivr"))
+    port = lab.base_port + 10 * index + SERVICES.index(service)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)
+
+
+def hold(lab, host, service, seconds=3600):
+    """Keep one port of the service busy; return its number."""
+    return call(lab, host, service, "/admin/hold", {"ports": 1, "seconds": seconds})["held"][0]
+
+
+def hang_up_all(lab, host, service):
+    status = call(lab, host, service, "/status")
+    busy = [port["port"] for port in status["ports"] if port["busy"]]
+    if busy:
+        call(lab, host, service, "/admin/hangup", {"ports": busy})
+
+
+def make_patch(lab, directory, version, modules, services=None):
+    """Write a patch bundle that bumps the given modules to version; return its directory."""
+    manifest = lab.enterprise_manifest()
+    patch = {"format": 1, "patch_id": f"gate-{version}", "product_version": version}
+    patch["modules"] = {}
+    for name in modules:
+        files = directory / "files" / name
+        files.mkdir(parents=True)
+        (files / "version.txt").write_text(version + "\n", encoding="utf-8")
+        entry = {"manifest_id": manifest["modules"][name]["manifest_id"] + 1, "version": version}
+        if services and name in services:
+            entry["services"] = services[name]
+        patch["modules"][name] = {**entry, "files": {}}
+
+    (directory / "patch.json").write_text(json.dumps(patch, indent=2), encoding="utf-8")
+    tool = [sys.executable, str(REPO / "lab" / "make_bundle.py"), str(directory)]
+    subprocess.run(tool, check=True, capture_output=True)
+    return directory
+
+
+def apply_patch(lab, bundle):
+    rc, out, _ = lab.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={bundle}")
+    assert rc == 0, out
+
+
+def inbound_id(lab, host):
+    return lab.record(host)["modules"]["ivr_inbound"]["manifest_id"]
+
+
+def assert_open(lab, host, service):
+    status = call(lab, host, service, "/status")
+    assert (status["mode"], status["accepting"], status["lease"], status["drain"]) == (
+        "open",
+        True,
+        None,
+        None,
+    )
+
+
+@pytest.fixture(scope="module")
+def pending(lab, tmp_path_factory):
+    """The lab with IVR Inbound 6.3.3.0 on the enterprise, so every host has an update."""
+    apply_patch(lab, make_patch(lab, tmp_path_factory.mktemp("patch"), "6.3.3.0", ["ivr_inbound"]))
+    return lab
+
+
+# -- settings that would make the gate meaningless ----------------------------------------------
+
+REFUSED = {
+    "remote_ivr_update_permission_retries=0": (
+        "ivr01: remote_ivr_update_permission_retries is 0; it must be at least 1, or a service "
+        "that is busy at the first poll could never grant the update."
+    ),
+    "remote_ivr_update_permission_delay=0": (
+        "ivr01: remote_ivr_update_permission_delay is 0; it must be a positive number of seconds "
+        "between two polls."
+    ),
+    "remote_ivr_update_permission_delay=-5": (
+        "ivr01: remote_ivr_update_permission_delay is -5; it must be a positive number of "
+        "seconds between two polls."
+    ),
+    "remote_ivr_update_drain_delay=0": (
+        "ivr01: remote_ivr_update_drain_delay is 0; it must be a positive number of seconds "
+        "between two polls."
+    ),
+    "remote_ivr_update_permission_wait=-1": (
+        "ivr01: remote_ivr_update_permission_wait is -1; it must be 0 (ask once per poll) or "
+        "more seconds."
+    ),
+    "remote_ivr_update_drain_deadline=0": (
+        "ivr01: remote_ivr_update_drain_deadline is 0; it must be a positive number of seconds."
+    ),
+    "remote_ivr_update_lease_seconds=30": (
+        "ivr01: remote_ivr_update_lease_seconds is 30; a lease must outlast a stop, swap and "
+        "start, which may take longer than remote_ivr_update_start_timeout (60 s), so choose "
+        "more than 60."
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def refused_runs(pending):
+    """Every refused setting's run, started side by side: they only read until refused."""
+    before = (pending.pids(), inbound_id(pending, "ivr01"))
+
+    def run(setting):
+        return pending.playbook("update_ivr.yml", "-e", "update_ivr_hosts=ivr01", "-e", setting)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        runs = dict(zip(REFUSED, pool.map(run, REFUSED)))
+    return before, runs
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("setting", list(REFUSED))
+def test_a_meaningless_gate_setting_is_refused_and_nothing_stops(pending, refused_runs, setting):
+    before, runs = refused_runs
+    rc, out, recap = runs[setting]
+
+    assert rc != 0
+    assert recap["ivr01"]["failed"] == 1, out
+    assert REFUSED[setting] in flat(out), out
+    assert (pending.pids(), inbound_id(pending, "ivr01")) == before
+
+
+# -- a service that never goes idle ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def held(pending):
+    """ivr01's IVR Inbound with one port held busy for the tests that need it busy."""
+    port = hold(pending, "ivr01", "inbound")
+    yield port
+    hang_up_all(pending, "ivr01", "inbound")
+
+
+@pytest.mark.parametrize(
+    ("mode", "settings", "ending"),
+    [
+        (
+            "request",
+            ("-e", "remote_ivr_update_permission_retries=2"),
+            r"IVR Inbound: still waiting after 1 s, {busy}, longest call \d+ s; no grant in 3 "
+            r"polls, 1 s apart; nothing was stopped\.",
+        ),
+        (
+            "drain",
+            ("-e", "remote_ivr_update_permission_retries=2"),
+            r"IVR Inbound: draining, no new calls; {busy}, longest call \d+ s; deadline in \d+ s; "
+            r"no grant in 3 polls, 1 s apart; nothing was stopped\.",
+        ),
+        (
+            "drain",
+            ("-e", "remote_ivr_update_drain_deadline=3"),
+            r"IVR Inbound: drain deadline passed with {busy}, longest call \d+ s; the service "
+            r"takes calls again \(deadline 3 s\)\. Set remote_ivr_update_drain_force to true to "
+            r"update anyway, dropping the calls still up; nothing was stopped\.",
+        ),
+    ],
+    ids=["request-retries-run-out", "drain-retries-run-out", "drain-deadline-passes"],
+)
+def test_a_service_that_never_goes_idle_ends_the_wait_and_reopens(
+    pending, held, mode, settings, ending
+):
+    before = (pending.pids(), inbound_id(pending, "ivr01"))
+
+    rc, out, recap = pending.playbook(
+        "update_ivr.yml",
+        "-e",
+        "update_ivr_hosts=ivr01",
+        "-e",
+        f"remote_ivr_update_permission_mode={mode}",
+        *FAST_GATE,
+        *settings,
+    )
+
+    assert rc != 0
+    assert recap["ivr01"]["failed"] == 1, out
+    # The held port, and any random call beside it, is named.
+    busy = rf"\d/4 ports busy \(ports? [\d, ]*\b{held}\b[\d, ]*\)"
+    assert re.search("ivr01: " + ending.format(busy=busy), flat(out)), out
+    assert (pending.pids(), inbound_id(pending, "ivr01")) == before
+    assert_open(pending, "ivr01", "inbound")
+
+
+# -- a lease someone else holds, an endpoint nobody answers --------------------------------------
+
+
+def take_lease(lab, host, service):
+    """Take the service's lease as another updater would; return its id."""
+    for _ in range(100):
+        hang_up_all(lab, host, service)
+        answer = call(lab, host, service, "/permission", {"lease_seconds": 600})
+        if answer["granted"]:
+            return answer["lease"]["id"]
+        time.sleep(0.1)
+    pytest.fail(f"{host} {service} never granted a lease to the test")
+
+
+@pytest.mark.bad_input
+def test_a_refused_lease_stops_nothing_and_leaves_the_other_lease_alone(pending):
+    before = (pending.pids(), inbound_id(pending, "ivr01"))
+    lease = take_lease(pending, "ivr01", "inbound")
+    try:
+        rc, out, recap = pending.playbook(
+            "update_ivr.yml",
+            "-e",
+            "update_ivr_hosts=ivr01",
+            "-e",
+            "remote_ivr_update_permission_retries=1",
+            *FAST_GATE,
+        )
+        still = call(pending, "ivr01", "inbound", "/status")["lease"]
+    finally:
+        call(pending, "ivr01", "inbound", "/release", {"lease_id": lease})
+
+    assert rc != 0
+    assert re.search(
+        r"ivr01: IVR Inbound: still waiting after 1 s, already leased, lease expires in [\d.]+ "
+        r"s; no grant in 2 polls, 1 s apart; nothing was stopped\.",
+        flat(out),
+    ), out
+    assert still["id"] == lease
+    assert (pending.pids(), inbound_id(pending, "ivr01")) == before
+
+
+@pytest.mark.bad_input
+def test_an_unreachable_status_endpoint_stops_nothing(pending, tmp_path):
+    # A port that is bound but never listens refuses every connection, and stays ours.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        services = [
+            {
+                "name": name,
+                "unit": f"{{{{ inventory_hostname }}}}_{suffix}",
+                "status_url": f"http://127.0.0.1:{port}",
+            }
+            for name, suffix, port in (
+                ("IVR Inbound", "inbound", closed.getsockname()[1]),
+                ("IVR Outbound", "outbound", pending.base_port + 11),
+                ("IVR UpIQ", "upiq", pending.base_port + 12),
+            )
+        ]
+        extra = tmp_path / "services.json"
+        extra.write_text(json.dumps({"remote_ivr_update_services": services}), encoding="utf-8")
+        before = (pending.pids(), inbound_id(pending, "ivr01"))
+
+        rc, out, recap = pending.playbook(
+            "update_ivr.yml", "-e", "update_ivr_hosts=ivr01", "-e", f"@{extra}"
+        )
+
+    assert rc != 0
+    assert recap["ivr01"]["failed"] == 1, out
+    assert re.search(r"ivr01: [^\n]*IVR Inbound[^\n]*nothing was stopped", flat(out)), out
+    assert (pending.pids(), inbound_id(pending, "ivr01")) == before
+    assert_open(pending, "ivr01", "inbound")
+
+
+# -- hosts do not wait for each other ------------------------------------------------------------
+
+
+def test_a_busy_host_does_not_hold_back_the_others(pending):
+    held_port = hold(pending, "ivr01", "inbound")
+    old = inbound_id(pending, "ivr01")
+    new = pending.enterprise_manifest()["modules"]["ivr_inbound"]["manifest_id"]
+    before = pending.pids()
+    cmd = ["ansible-playbook", "-i", str(REPO / "inventory" / "lab")]
+    cmd += [str(REPO / "playbooks" / "update_ivr.yml")]
+    # Both hosts in one batch: hosts of one batch must not wait for each other.
+    cmd += ["-e", "update_ivr_max_capacity_share=1"]
+    run = subprocess.Popen(
+        cmd, env=pending.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while inbound_id(pending, "ivr02") != new and run.poll() is None:
+            assert time.monotonic() < deadline, "ivr02 was not updated within 300 s"
+            time.sleep(0.5)
+
+        # ivr02 is done while ivr01 still waits, its service untouched.
+        ivr01_then = (inbound_id(pending, "ivr01"), pending.pids()["ivr01_inbound"])
+        hang_up_all(pending, "ivr01", "inbound")
+        out, _ = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+    assert run.returncode == 0, out
+    assert ivr01_then == (old, before["ivr01_inbound"])
+    # What the operator sees at every retry: service, busy ports, longest call, polls left.
+    waiting = (
+        rf"^WAITING \[ivr01\] IVR Inbound: still waiting after 5 s, \d/4 ports busy "
+        rf"\(ports? [\d, ]*\b{held_port}\b[\d, ]*\), longest call \d+ s; \d+ polls left, "
+        rf"next in 2 s$"
+    )
+    assert re.search(waiting, out, re.MULTILINE), out
+    assert (inbound_id(pending, "ivr01"), inbound_id(pending, "ivr02")) == (new, new)
+    dropped = {
+        (host, service): call(pending, host, service, "/status")["calls_dropped"]
+        for host in HOSTS
+        for service in SERVICES
+    }
+    assert dropped == dict.fromkeys(dropped, 0)
+
+
+# -- forcing an update past the drain deadline ---------------------------------------------------
+
+
+def test_a_forced_drain_updates_and_counts_the_calls_it_dropped(pending, tmp_path):
+    apply_patch(pending, make_patch(pending, tmp_path / "patch", "6.3.4.0", ["ivr_inbound"]))
+    hold(pending, "ivr01", "inbound")
+
+    rc, out, recap = pending.playbook(
+        "update_ivr.yml",
+        "-e",
+        "update_ivr_hosts=ivr01",
+        "-e",
+        "remote_ivr_update_permission_mode=drain",
+        "-e",
+        "remote_ivr_update_drain_deadline=3",
+        "-e",
+        "remote_ivr_update_drain_force=true",
+        *FAST_GATE,
+    )
+
+    assert rc == 0, out
+    status = call(pending, "ivr01", "inbound", "/status")
+    assert (status["version"], status["mode"], status["accepting"]) == ("6.3.4.0", "open", True)
+    assert status["calls_dropped"] >= 1
+    report = json.loads((pending.dir / "reports" / "ivr01.json").read_text(encoding="utf-8"))
+    inbound = [s for s in report["services"] if s["service"] == "IVR Inbound"]
+    assert [s["calls_dropped"] for s in inbound] == [status["calls_dropped"]]
+
+
+# -- a lease that runs out while another service of the module is waited for ---------------------
+
+
+def test_a_lease_that_ran_out_before_the_stop_stops_nothing(pending, tmp_path):
+    # ivr_upiq now needs IVR UpIQ and IVR Outbound; UpIQ's short lease runs out while
+    # Outbound is held busy for longer.
+    bundle = make_patch(
+        pending,
+        tmp_path / "patch",
+        "6.3.5.0",
+        ["ivr_upiq"],
+        services={"ivr_upiq": ["IVR UpIQ", "IVR Outbound"]},
+    )
+    apply_patch(pending, bundle)
+    for service in ("upiq", "outbound"):
+        hang_up_all(pending, "ivr01", service)
+    call(pending, "ivr01", "outbound", "/admin/hold", {"ports": 1, "seconds": 8})
+    before = pending.pids()
+
+    rc, out, recap = pending.playbook(
+        "update_ivr.yml",
+        "-e",
+        "update_ivr_hosts=ivr01",
+        "-e",
+        "remote_ivr_update_start_timeout=2",
+        "-e",
+        "remote_ivr_update_lease_seconds=3",
+        *FAST_GATE,
+    )
+
+    assert rc != 0
+    assert re.search(
+        r"ivr01: IVR UpIQ: the lease [0-9a-f]+ of the update is no longer held \(the service "
+        r"is open, \d/4 ports busy\); a lease must outlast the wait for the other services of "
+        r"the module: raise remote_ivr_update_lease_seconds; nothing was stopped\.",
+        flat(out),
+    ), out
+    assert pending.pids() == before
+    for service in ("upiq", "outbound"):
+        assert_open(pending, "ivr01", service)
+
+
+# -- many updates back to back under load ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def busy_lab(lab, tmp_path_factory):
+    busy = type(lab)(tmp_path_factory.mktemp("busylab"), lab.base_port + BUSY_LAB_OFFSET)
+    busy.labctl("up", *BUSY_LAB, "--seed", "11")
+    yield busy
+    busy.labctl("down", check=False)
+
+
+def test_back_to_back_updates_under_load_drop_no_call(busy_lab, tmp_path):
+    rounds = 4
+    rc, out, recap = busy_lab.playbook(
+        str(CYCLES), "-e", f"gate_cycles_rounds={rounds}", "-e", f"gate_cycles_out={tmp_path}"
+    )
+
+    assert rc == 0, out
+    cycles = [c for host in HOSTS for c in json.loads((tmp_path / f"{host}.json").read_text())]
+    assert len(cycles) == rounds * len(HOSTS) * len(SERVICES) >= 20
+    # Calls were up when each drain began, and the drain still granted before the stop.
+    assert sum(1 for c in cycles if c["busy_before"] > 0) >= len(cycles) - 2, cycles
+    assert all(c["granted_msg"].endswith("s") and "granted" in c["granted_msg"] for c in cycles)
+    dropped = {
+        (host, service): call(busy_lab, host, service, "/status")["calls_dropped"]
+        for host in HOSTS
+        for service in SERVICES
+    }
+    assert dropped == dict.fromkeys(dropped, 0)

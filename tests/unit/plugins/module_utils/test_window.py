@@ -1,0 +1,277 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of module_utils/window.py: stop, swap and start in one call, and its failures.
+
+The services are fakes that keep their state in memory and note what the target held when they
+were started, so a case can prove the order of stop, swap and start.
+"""
+
+import hashlib
+import os
+
+import pytest
+
+from ansible_collections.prairiefyre.updater.plugins.module_utils import (
+    compare,
+    journal,
+    service,
+    staging,
+    swap,
+    tree,
+    window,
+)
+from ansible_collections.prairiefyre.updater.plugins.module_utils.tree import SwapError
+
+OLD = {"version.txt": b"6.3.1.0\n", "Inbound.dll": b"dll-1", "old.cfg": b"cfg"}
+NEW = {"version.txt": b"6.3.2.0\n", "Inbound.dll": b"dll-1", "lib/new.bin": b"new"}
+FILES = {p: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in NEW.items()}
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing in the window catches it."""
+
+
+class FakeManager:
+    """A service manager with one unit, in memory; ``events`` is the log of every action."""
+
+    manager = "fake"
+    states = service.SUPERVISOR_STATES
+    gave_up = ("FATAL", "EXITED")
+
+    def __init__(self, name, events, target, raw="RUNNING", start_fails=False):
+        self.name = name
+        self.events = events
+        self.target = target
+        self.raw = raw
+        self.start_fails = start_fails
+
+    def state(self):
+        return self.raw
+
+    def stop(self):
+        self.events.append(("stop", self.name))
+        self.raw = "STOPPED"
+
+    def start(self):
+        with open(os.path.join(self.target, "version.txt"), "rb") as handle:
+            self.events.append(("start", self.name, handle.read()))
+        if isinstance(self.start_fails, BaseException):
+            raise self.start_fails
+        self.raw = "FATAL" if self.start_fails else "RUNNING"
+
+    def failure_detail(self):
+        return "last stderr: refusing to start"
+
+
+def write_tree(top, contents):
+    for path, data in contents.items():
+        full = os.path.join(top, *path.split("/"))
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as handle:
+            handle.write(data)
+
+
+def read_tree(top):
+    found = {}
+    for dirpath, _, names in os.walk(top):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as handle:
+                found[os.path.relpath(full, top).replace(os.sep, "/")] = handle.read()
+    return found
+
+
+@pytest.fixture
+def layout(tmp_path):
+    write_tree(str(tmp_path / "IVR" / "Inbound"), OLD)
+    return tree.Layout(str(tmp_path), "ivr_inbound", "IVR/Inbound", 1001)
+
+
+def staged(layout):
+    planned = compare.plan(layout, FILES)
+    write_tree(planned["staging_dir"], {path: NEW[path] for path in planned["changed_files"]})
+    staging.stage(layout, FILES, "6.3.2.0")
+
+
+def services(layout, events, *raws, **options):
+    return [
+        service.ServiceController(
+            FakeManager(f"unit{i}", events, layout.target, raw, **options),
+            timeout=5,
+            sleep=lambda seconds: None,
+        )
+        for i, raw in enumerate(raws or ("RUNNING",))
+    ]
+
+
+def test_the_window_stops_swaps_and_starts(layout):
+    staged(layout)
+    events = []
+    ticks = iter(range(100))
+
+    result = window.swap_services(
+        layout, FILES, services(layout, events, "RUNNING", "STOPPED"), clock=lambda: next(ticks)
+    )
+
+    assert events == [
+        ("stop", "unit0"),
+        ("start", "unit0", b"6.3.2.0\n"),
+        ("start", "unit1", b"6.3.2.0\n"),
+    ]
+    assert (result["changed"], result["stopped"], result["started"]) == (
+        True,
+        ["unit0"],
+        ["unit0", "unit1"],
+    )
+    assert (result["swapped"], result["backup"]) == (True, journal.list_backups(layout)[-1])
+    assert result["downtime_seconds"] > 0
+    assert result["msg"].endswith("; stopped unit0 and started unit0, unit1")
+    assert read_tree(layout.target) == NEW
+    assert not os.path.exists(layout.journal)
+    assert journal.read_backup_meta(result["backup"])["new_id"] == 1001
+
+
+@pytest.mark.parametrize(
+    ("raw", "restart", "events", "changed"),
+    [
+        pytest.param("RUNNING", False, [], False, id="running-nothing-to-do"),
+        pytest.param("EXITED", False, [("start", "unit0", b"6.3.2.0\n")], True, id="start-only"),
+        pytest.param(
+            "RUNNING",
+            True,
+            [("stop", "unit0"), ("start", "unit0", b"6.3.2.0\n")],
+            True,
+            id="restart-asked",
+        ),
+    ],
+)
+def test_a_target_that_already_matches(layout, raw, restart, events, changed):
+    staged(layout)
+    swap.swap(layout, FILES)
+    seen = []
+
+    result = window.swap_services(layout, FILES, services(layout, seen, raw), restart=restart)
+
+    assert (seen, result["changed"], result["swapped"]) == (events, changed, False)
+    # The tree in place came from the swap to this ID, so a rollback would restore its backup.
+    assert result["backup"] == journal.list_backups(layout)[-1]
+
+
+def test_check_mode_says_what_would_stop_and_touches_nothing(layout):
+    staged(layout)
+    events = []
+
+    result = window.swap_services(
+        layout, FILES, services(layout, events), check_mode=True, want_diff=True
+    )
+
+    assert events == []
+    assert (result["stopped"], result["started"], result["changed"]) == (["unit0"], ["unit0"], True)
+    assert result["msg"] == (
+        f"module ivr_inbound: would replace 2 and remove 1 files in {layout.target}; would stop "
+        "unit0; would start unit0"
+    )
+    assert "version.txt" in result["diff"]["after"]
+    assert read_tree(layout.target) == OLD
+
+
+def _unpermitted_runs(layout):
+    return ["unit0"], "unit0 under fake is RUNNING but did not answer its status endpoint"
+
+
+def _unknown_unit(layout):
+    return ["other"], "expect_stopped names other, which is not one of the services unit0"
+
+
+def _nothing_staged(layout):
+    os.remove(layout.marker)
+    return [], f"cannot swap module ivr_inbound: the marker {layout.marker} is missing"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("case", [_unpermitted_runs, _unknown_unit, _nothing_staged])
+def test_refusals_come_before_any_stop(layout, case):
+    staged(layout)
+    expect_stopped, message = case(layout)
+    events = []
+
+    with pytest.raises(SwapError) as caught:
+        window.swap_services(layout, FILES, services(layout, events), expect_stopped=expect_stopped)
+
+    assert message in str(caught.value)
+    assert (events, read_tree(layout.target)) == ([], OLD)
+
+
+def test_a_failed_start_reports_the_swap_and_leaves_a_backup_to_roll_back(layout):
+    staged(layout)
+    events = []
+
+    with pytest.raises(SwapError) as caught:
+        window.swap_services(layout, FILES, services(layout, events, start_fails=True))
+
+    context = caught.value.context
+    assert (context["stopped"], context["started"], context["swapped"]) == (["unit0"], [], True)
+    assert "unit0 under fake did not start; it is FATAL (last stderr: refusing" in str(caught.value)
+    assert not os.path.exists(layout.journal)
+    assert swap.rollback(layout)["backup"] == context["backup"]
+    assert read_tree(layout.target) == OLD
+
+
+def test_a_failed_stop_swaps_nothing(layout):
+    staged(layout)
+    controller = services(layout, [])[0]
+    controller.manager.stop = lambda: None  # the unit never leaves RUNNING
+    controller.clock = iter(range(0, 1000, 10)).__next__
+
+    with pytest.raises(SwapError) as caught:
+        window.swap_services(layout, FILES, [controller])
+
+    assert (caught.value.context["swapped"], caught.value.context["backup"]) == (False, None)
+    assert read_tree(layout.target) == OLD
+
+
+def test_a_crash_between_the_renames_is_finished_by_the_next_call(layout, monkeypatch):
+    staged(layout)
+    real_move = journal.move
+
+    def crash(src, dst):
+        raise Crash()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(journal, "move", crash)
+        with pytest.raises(Crash):
+            window.swap_services(layout, FILES, services(layout, []))
+    assert journal.move is real_move and os.path.exists(layout.journal)
+    events = []
+
+    result = window.swap_services(layout, FILES, services(layout, events, "STOPPED"))
+
+    assert result["repaired"].startswith("repaired an interrupted swap of module ivr_inbound")
+    assert events == [("start", "unit0", b"6.3.2.0\n")]
+    assert result["backup"] == journal.list_backups(layout)[-1]
+    assert not os.path.exists(layout.journal)
+
+
+def test_a_crash_before_the_start_leaves_a_journal_the_next_call_finishes(layout):
+    staged(layout)
+
+    with pytest.raises(Crash):
+        window.swap_services(layout, FILES, services(layout, [], start_fails=Crash()))
+    # The renames are done; the bookkeeping waited for the start that never came.
+    assert read_tree(layout.target) == NEW and os.path.exists(layout.journal)
+
+    result = window.swap_services(layout, FILES, services(layout, [], "STOPPED"))
+
+    assert result["repaired"].endswith("had moved both trees")
+    assert result["started"] == ["unit0"]
+    assert journal.read_backup_meta(result["backup"])["new_id"] == 1001
+
+
+@pytest.mark.parametrize(("raw", "fails"), [("RUNNING", False), ("EXITED", True)])
+def test_check_running_before_a_record(layout, raw, fails):
+    controllers = services(layout, [], raw)
+
+    if fails:
+        with pytest.raises(SwapError, match="unit0 under fake is EXITED, not running"):
+            window.check_running(layout, controllers)
+    else:
+        window.check_running(layout, controllers)
