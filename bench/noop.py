@@ -138,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         if not args.keep:
-            subprocess.run([*labctl, "down"], env=env, capture_output=True, check=False)
+            # supervisord stops its programs one by one: 150 take more than the default 30 s.
+            subprocess.run(
+                [*labctl, "down", "--timeout", "300"], env=env, capture_output=True, check=False
+            )
 
     update_median = statistics.median(times["update_ivr"])
     ping_median = statistics.median(times["ping"])

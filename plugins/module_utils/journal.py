@@ -182,14 +182,18 @@ def repair(layout, check_mode=False):
     return f"repaired {what} that {step}"
 
 
-def put_in_place(layout, journal):
-    """Put ``journal['src']`` in place of the target and move the target aside: the renames.
-
-    Only the renames and their fsyncs happen here; the caller runs ``finish`` afterwards.
-    """
+def write_journal(layout, journal):
+    """Make the step durable before its first rename; until then a repair only drops it."""
     os.makedirs(os.path.dirname(layout.journal), exist_ok=True)
     write_json_atomic(layout.journal, journal)
 
+
+def rename_trees(journal):
+    """The renames of a journalled step, and nothing else: what runs while a service is down.
+
+    Their fsyncs wait for ``finish``: the journal is on disk already, and ``repair`` tells any
+    mix of done and undone renames apart after a crash.
+    """
     target, src, aside = journal["target"], journal["src"], journal["aside"]
     if exchange(target, src):
         # The target already holds the new tree; only the old one still needs to go aside.
@@ -197,11 +201,20 @@ def put_in_place(layout, journal):
     else:
         move(target, aside)
         move(src, target)
-    _fsync_parents(target, src, aside)
+
+
+def put_in_place(layout, journal):
+    """Put ``journal['src']`` in place of the target and move the target aside.
+
+    The caller runs ``finish`` afterwards.
+    """
+    write_journal(layout, journal)
+    rename_trees(journal)
 
 
 def finish(layout, journal):
     """The bookkeeping after the renames; repeated safely when a repair gets here again."""
+    _fsync_parents(journal["target"], journal["src"], journal["aside"])
     if journal["op"] == "swap":
         write_json_atomic(journal["aside"] + ".json", journal["backup_meta"])
         prune_backups(layout, journal["keep_backups"])

@@ -103,9 +103,13 @@ class Supervisor:
         self._check_answer("stop", rc, out + err)
 
     def failure_detail(self):
-        """Return the last lines of the program's stderr log, or None if supervisord has none."""
+        """Return the last lines of the program's stderr log, else of its stdout log (where a
+        program with redirect_stderr writes both), or None if supervisord has neither."""
+        return self._tail("stderr") or self._tail("stdout")
+
+    def _tail(self, stream):
         try:
-            rc, out, _err = self._ctl("tail", "stderr")
+            rc, out, _err = self._ctl("tail", stream)
         except ServiceError:
             return None
 
@@ -116,7 +120,7 @@ class Supervisor:
         # A program that supervisord retried printed the same lines once per attempt; show
         # each line once, where it last appeared.
         distinct = list(dict.fromkeys(reversed(lines)))[::-1]
-        return "last stderr: " + " | ".join(distinct[-STDERR_TAIL_LINES:])
+        return f"last {stream}: " + " | ".join(distinct[-STDERR_TAIL_LINES:])
 
     def _ctl(self, action, *extra):
         args = [self.supervisorctl, "-c", self.config, action, self.name, *extra]

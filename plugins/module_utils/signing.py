@@ -320,8 +320,9 @@ def parse_private_key(text, field="signing_key"):
     try:
         # The private key is an OCTET STRING that wraps the 32-byte seed (RFC 8410, 7).
         (inner,) = _der_expect(items[2][1], [0x04])
-    except _DerError:
+    except (_DerError, ValueError):
         raise SignatureError(f"{field}: the PRIVATE KEY is not valid DER", field=field) from None
+
     seed = inner[1]
     if len(seed) != 32:
         raise SignatureError(f"{field}: the Ed25519 key is not 32 bytes long", field=field)
@@ -333,6 +334,7 @@ def parse_private_key(text, field="signing_key"):
                 f"{field}: the public key stored in the PRIVATE KEY does not belong to it",
                 field=field,
             )
+
     return seed
 
 
@@ -378,6 +380,8 @@ class SigningKey:
 
 
 class VerifyKey:
+    """A public key, read from its PEM, that hosts trust."""
+
     def __init__(self, public):
         self.public = public
         self.key_id = key_id(public)

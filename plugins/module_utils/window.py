@@ -7,14 +7,16 @@ before the first stop (``swap.prepare``) and the bookkeeping after the last star
 for the three steps also keeps the controller's per-task overhead out of the window.
 """
 
+import os
 import time
 
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError
 from ansible_collections.prairiefyre.updater.plugins.module_utils.journal import (
     backup_of,
     finish,
-    put_in_place,
+    rename_trees,
     repair,
+    write_journal,
 )
 from ansible_collections.prairiefyre.updater.plugins.module_utils.service import (
     NOT_RUNNING,
@@ -126,7 +128,7 @@ class _Window:
     def _swap(self):
         began = self.clock()
         try:
-            put_in_place(self.layout, self.journal)
+            rename_trees(self.journal)
         except OSError as exc:
             self._recover(exc)
         self.swapped = True
@@ -143,9 +145,27 @@ class _Window:
         self.swapped = dir_id(self.layout.target) == self.journal["src_tree"]
         raise SwapError(cause, module=self.layout.module, path=exc.filename)
 
+    def open(self):
+        """Write the journal while the services still run; the window then only renames."""
+        if self.journal is not None:
+            try:
+                write_journal(self.layout, self.journal)
+            except OSError as exc:
+                raise SwapError(
+                    f"cannot swap module {self.layout.module}: {exc.filename}: "
+                    f"{exc.strerror or exc}; nothing was stopped",
+                    module=self.layout.module,
+                    path=exc.filename,
+                ) from None
+
     def wrap_up(self):
         """The swap's bookkeeping, once the services run again (or failed to)."""
-        if self.finished or not self.swapped:
+        if self.finished:
+            return
+        if not self.swapped:
+            # Nothing moved: the journal of a step that never began only needs to go.
+            os.unlink(self.layout.journal)
+            self.finished = True
             return
         try:
             finish(self.layout, self.journal)
@@ -206,6 +226,7 @@ def swap_services(
         return result
 
     window = _Window(layout, journal, clock)
+    window.open()
     began = clock()
     try:
         window.run(to_stop, to_start, raw)

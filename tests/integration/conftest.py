@@ -92,6 +92,12 @@ class Lab:
         return json.loads(path.read_text(encoding="utf-8"))
 
 
+@pytest.fixture
+def idle_lab(tmp_path):
+    """A lab that is never started: its environment, for running the tools the tests use."""
+    return Lab(tmp_path, 0)
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, worker_base_port):
     lab = Lab(tmp_path_factory.mktemp("lab"), worker_base_port)

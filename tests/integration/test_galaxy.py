@@ -178,9 +178,10 @@ def test_the_installed_update_playbook_updates_every_host(lab, installed):
 
 
 def test_the_installed_verify_playbook_passes(lab, installed):
-    rc, out, _ = lab.run_playbook(
+    rc, out, recap = lab.run_playbook(
         "prairiefyre.updater.verify_ivr", env=installed["env"], cwd=installed["root"]
     )
 
     assert rc == 0, out
+    assert {h: recap[h]["failed"] for h in HOSTS} == {"ivr01": 0, "ivr02": 0}, out
     assert "ivr01: IVR Inbound runs 6.3.2.0." in out

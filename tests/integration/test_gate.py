@@ -25,7 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("inbound", "outbound", "upiq")
 HOSTS = ("ivr01", "ivr02")
 CYCLES = REPO / "tests" / "integration" / "playbooks" / "gate_cycles.yml"
-# A lab's hosts use BASE .. BASE + 32, so the busy lab fits into this module's block of 100.
+# A fixed block of ports for this module's two labs: conftest's block per test file moves
+# whenever a file is added, and 19500 and up is taken on the shared test machine. A lab uses
+# BASE .. BASE + 32 with up to three hosts.
+GATE_BASE_PORT = 20700
 BUSY_LAB_OFFSET = 50
 # Lab settings of the busy lab: a real site's 16 ports at 40 % load, 300 times faster.
 BUSY_LAB = ("--ports", "16", "--load", "0.4", "--mean-call", "180", "--time-scale", "300")
@@ -108,6 +111,11 @@ def assert_open(lab, host, service):
         None,
         None,
     )
+
+
+@pytest.fixture(scope="module")
+def worker_base_port():
+    return GATE_BASE_PORT
 
 
 @pytest.fixture(scope="module")

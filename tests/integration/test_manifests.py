@@ -102,12 +102,23 @@ def verify_signature(lab, keys):
     return doc
 
 
+def key_lines(keys, name):
+    """The base64 lines of a PEM key file, none of which may appear in a playbook's output."""
+    return [line for line in (keys / name).read_text().splitlines() if "-----" not in line]
+
+
 def test_the_sample_patch_is_applied_and_signed(lab, keys):
     rc, out, recap = lab.playbook(
-        "apply_patch.yml", "-e", f"enterprise_patch_bundle={SAMPLE}", "-e", extra_vars(lab, keys)
+        "apply_patch.yml",
+        "-v",
+        "-e",
+        f"enterprise_patch_bundle={SAMPLE}",
+        "-e",
+        extra_vars(lab, keys),
     )
 
     assert rc == 0, out
+    assert not [line for line in key_lines(keys, "enterprise.key") if line in out]
     assert recap["enterprise-lab"]["changed"] == 1
     doc = verify_signature(lab, keys)
     assert (doc["key_id"], len(doc["signatures"])) == (key_id(keys / "enterprise.pub"), 2)
@@ -116,9 +127,10 @@ def test_the_sample_patch_is_applied_and_signed(lab, keys):
 
 
 def test_hosts_verify_and_install_the_signed_sample(lab, keys):
-    rc, out, recap = lab.playbook("update_ivr.yml", "-e", extra_vars(lab, keys))
+    rc, out, recap = lab.playbook("update_ivr.yml", "-v", "-e", extra_vars(lab, keys))
 
     assert rc == 0, out
+    assert not [line for line in key_lines(keys, "enterprise.pub") if line in out]
     for host in HOSTS:
         assert ids(lab, host) == (2, {"ivr_inbound": 1001, "ivr_outbound": 2000, "ivr_upiq": 3001})
         assert post_tasks(lab, host)[-1] == "6.3.2.0"
@@ -140,10 +152,14 @@ def test_hosts_pulling_themselves_move_to_the_second_patch(lab, keys):
     before = lab.pids()
 
     rc, out, recap = lab.playbook(
-        "update_ivr.yml", "-e", extra_vars(lab, keys, remote_ivr_update_pull_from_enterprise=True)
+        "update_ivr.yml",
+        "-v",
+        "-e",
+        extra_vars(lab, keys, remote_ivr_update_pull_from_enterprise=True),
     )
 
     assert rc == 0, out
+    assert not [line for line in key_lines(keys, "enterprise.pub") if line in out]
     after = lab.pids()
     restarted = sorted(name for name in before if before[name] != after.get(name))
     assert restarted == [f"{h}_{s}" for h in HOSTS for s in ("inbound", "outbound")]

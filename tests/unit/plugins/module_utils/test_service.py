@@ -210,7 +210,17 @@ def test_supervisor_failure_detail(reply, detail):
     runner = ScriptedRunner(tail=[reply])
 
     assert supervisor(runner).failure_detail() == detail
-    assert runner.calls == [[CTL, "-c", CONF, "tail", "ivr01_inbound", "stderr"]]
+    assert runner.calls[0] == [CTL, "-c", CONF, "tail", "ivr01_inbound", "stderr"]
+
+
+def test_supervisor_failure_detail_falls_back_to_stdout():
+    # A program with redirect_stderr=true has no stderr log; its last words are in stdout.
+    runner = ScriptedRunner(
+        tail=[(0, "ivr01_inbound: ERROR (no log file)\n", ""), (0, "refusing to start\n", "")]
+    )
+
+    assert supervisor(runner).failure_detail() == "last stdout: refusing to start"
+    assert [call[-1] for call in runner.calls] == ["stderr", "stdout"]
 
 
 # -- systemctl answers --------------------------------------------------------------------
