@@ -5,10 +5,10 @@ Starts a one-host lab whose services never have a call (permission is immediate)
 one run of this script:
 
 - restarts IVR Inbound bare, through the collection's own service control
-  (`prairiefyre.updater.ivr_service state=restarted`, one module run) and, for reference,
-  with `supervisorctl restart`: the baseline;
+  (`prairiefyre.updater.ivr_service state=restarted`, one module run) and with
+  `supervisorctl restart`: the baseline is the faster of the two;
 - updates module ivr_inbound with `update_ivr.yml` to versions whose payload file is 1, 100
-  and 500 MiB (each size --repeats times), a bare restart after each update;
+  and 500 MiB (each size --repeats times), one bare restart of each kind after each update;
 - updates once more to a 1 GiB payload while it samples the memory of the ansible-playbook
   process tree.
 
@@ -18,7 +18,7 @@ counted on the connection (bench/plugins/connection/counting_local.py logs every
 the host) and compared with the bytes of the files that differ, computed here from the
 installed files and the enterprise manifest. The last line is
 
-    downtime: worst_ratio=<worst median downtime / median bare restart>
+    downtime: worst_ratio=<worst median downtime / faster median bare restart>
               bytes_ratio=<bytes sent / changed bytes> rss_mb=<peak, 1 GiB payload>
 
 (one line). A measurement, not a test: nothing here asserts a time.
@@ -373,14 +373,14 @@ def measure(lab: Lab, args: argparse.Namespace, sizes: list[int]) -> int:
         for _ in range(args.repeats):
             number += 1
             runs.setdefault(size, []).append(update(lab, number, size * MIB))
-            # Interleaved, so that the baseline sees the same machine load as the updates.
+            # Interleaved, so that the baselines see the same machine load as the updates.
             bare.append(restart_bare(lab, "ivr_service"))
+            ctl.append(restart_bare(lab, "supervisorctl"))
 
-    baseline = statistics.median(bare)
-    print(f"bare restart, ivr_service restarted: {_secs(bare)}, median {baseline:.3f} s")
-    print(
-        f"bare restart, supervisorctl restart: {_secs(ctl)}, median {statistics.median(ctl):.3f} s"
-    )
+    for name, values in (("ivr_service restarted", bare), ("supervisorctl restart", ctl)):
+        print(f"bare restart, {name}: {_secs(values)}, median {statistics.median(values):.3f} s")
+    # The stricter baseline: the faster of the two bare restarts.
+    baseline = min(statistics.median(bare), statistics.median(ctl))
 
     ratios, sent, changed = [], 0, 0
     for size, results in runs.items():
@@ -390,8 +390,8 @@ def measure(lab: Lab, args: argparse.Namespace, sizes: list[int]) -> int:
         sent += sum(r["sent"] for r in results)
         changed += sum(r["changed"] for r in results)
         print(
-            f"update {size:>5} MiB: downtime {_secs(downs)}, median x{ratio:.2f} of the bare "
-            f"restart; sent {sum(r['sent'] for r in results)} B for "
+            f"update {size:>5} MiB: downtime {_secs(downs)}, median x{ratio:.2f} of the faster "
+            f"bare restart; sent {sum(r['sent'] for r in results)} B for "
             f"{sum(r['changed'] for r in results)} B changed; "
             f"{statistics.median(r['seconds'] for r in results):.1f} s a run"
         )

@@ -223,8 +223,8 @@ def main(argv=None):
         f"deadline {DRAIN_DEADLINE} s, lease {LEASE_SECONDS} s"
     )
     header = (
-        f"{'seed':>4}  {'seed wait':>10}  {'polls':>6}  {'our wait':>8}  {'longest':>7}  "
-        f"{'ratio':>5}  {'dropped':>7}  {'turned away':>11}"
+        f"{'seed':>4}  {'seed wait':>10}  {'polls':>6}  {'our wait':>8}  {'polls':>5}  "
+        f"{'longest':>7}  {'ratio':>5}  {'dropped':>7}  {'turned away':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -240,7 +240,7 @@ def main(argv=None):
         expired = "" if mine["granted"] else " drain deadline passed, not granted"
         print(
             f"{seed:>4}  {human(theirs['wait']):>10}  {theirs['polls']:>6}  "
-            f"{mine['wait']:>7.0f}s  {mine['longest']:>6.0f}s  {ratio:>5.2f}  "
+            f"{mine['wait']:>7.0f}s  {mine['polls']:>5}  {mine['longest']:>6.0f}s  {ratio:>5.2f}  "
             f"{mine['dropped']:>7}  {mine['deferred']:>11}{capped}{expired}"
         )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,16 +63,27 @@ def write_inventory(lab_dir: Path, hosts: list[str]) -> Path:
     return inventory / "hosts.yml"
 
 
-def run(cmd: list[str], env: dict, what: str) -> tuple[float, str]:
-    """Run `cmd` from the checkout; return (wall seconds, output) or exit naming `what`."""
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], env: dict, what: str) -> tuple[float, float, str]:
+    """Run `cmd` from the checkout; return (wall seconds, CPU seconds, output).
+
+    The CPU time is that of the whole process tree (ansible, its workers, every module run),
+    which other work on the machine disturbs far less than the wall time.
+    """
+    cpu_before = cpu_of_children()
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
+    cpu = cpu_of_children() - cpu_before
 
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         sys.exit(f"noop: {what} failed (exit {proc.returncode}):\n{output[-3000:]}")
-    return elapsed, output
+    return elapsed, cpu, output
 
 
 def check_no_op(output: str, hosts: list[str]) -> None:
@@ -107,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     labctl = [sys.executable, str(LABCTL)]
 
     # 150 simulators take a while to answer on a small machine.
-    up_seconds, _ = run(
+    up_seconds, _, _ = run(
         [*labctl, "up", "--hosts", ",".join(hosts), "--timeout", "300"], env, "labctl up"
     )
     print(f"noop: lab of {len(hosts)} hosts up in {up_seconds:.1f} s ({lab_dir})", flush=True)
@@ -118,22 +130,27 @@ def main(argv: list[str] | None = None) -> int:
 
         # One untimed run of each warms the caches (bytecode, the controller's package cache)
         # and proves the hosts are up to date.
-        _, output = run(update, env, "update_ivr.yml")
+        _, _, output = run(update, env, "update_ivr.yml")
         check_no_op(output, hosts)
         run(ping, env, "ping")
 
         times = {"update_ivr": [], "ping": []}
+        cpu = {"update_ivr": [], "ping": []}
         for round_no in range(1, args.rounds + 1):
             # Alternate the order so a slow moment of the machine does not favour one.
             order = ("update_ivr", "ping") if round_no % 2 else ("ping", "update_ivr")
             for name in order:
-                seconds, output = run(update if name == "update_ivr" else ping, env, name)
+                seconds, cpu_seconds, output = run(
+                    update if name == "update_ivr" else ping, env, name
+                )
                 if name == "update_ivr":
                     check_no_op(output, hosts)
                 times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
             print(
-                f"noop: round {round_no}: update_ivr {times['update_ivr'][-1]:.2f} s, "
-                f"ping {times['ping'][-1]:.2f} s",
+                f"noop: round {round_no}: update_ivr {times['update_ivr'][-1]:.2f} s "
+                f"(CPU {cpu['update_ivr'][-1]:.2f} s), ping {times['ping'][-1]:.2f} s "
+                f"(CPU {cpu['ping'][-1]:.2f} s)",
                 flush=True,
             )
     finally:
@@ -145,9 +162,13 @@ def main(argv: list[str] | None = None) -> int:
 
     update_median = statistics.median(times["update_ivr"])
     ping_median = statistics.median(times["ping"])
+    update_cpu = statistics.median(cpu["update_ivr"])
+    ping_cpu = statistics.median(cpu["ping"])
     print(
-        f"noop: {len(hosts)} hosts, {args.rounds} rounds, forks from ansible.cfg: median "
-        f"update_ivr {update_median:.2f} s, median ping {ping_median:.2f} s"
+        f"noop: {len(hosts)} hosts, {args.rounds} rounds, forks from ansible.cfg, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}: median update_ivr "
+        f"{update_median:.2f} s, median ping {ping_median:.2f} s; CPU time update_ivr "
+        f"{update_cpu:.2f} s, ping {ping_cpu:.2f} s, cpu_ratio={update_cpu / ping_cpu:.2f}"
     )
     print(f"noop: ratio={update_median / ping_median:.2f}")
     return 0

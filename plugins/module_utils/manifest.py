@@ -15,8 +15,6 @@ import socket
 import urllib.error
 from urllib.parse import urlsplit
 
-from ansible.module_utils.urls import open_url
-
 from ansible_collections.prairiefyre.updater.plugins.module_utils import signing
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
     DowngradeError,
@@ -392,7 +390,11 @@ def make_fetcher(validate_certs=True, timeout=30, opener=None):
             f"timeout: expected a number of seconds > 0, got {shown(timeout)}", value=timeout
         )
 
-    opener = opener or open_url
+    if opener is None:
+        # Imported here, not at the top: ansible.module_utils.urls loads ssl and cryptography,
+        # about a tenth of a second per module run, and most runs (every comparison of a host
+        # with a manifest the controller read) fetch nothing (docs/performance.md).
+        from ansible.module_utils.urls import open_url as opener  # noqa: PLC0415
 
     def fetch(url):
         try:

@@ -26,6 +26,11 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.service import
     Systemd,
     find_supervisorctl,
 )
+from ansible_collections.prairiefyre.updater.plugins.module_utils.supervisor_rpc import (
+    SupervisorRPC,
+    proxy_for,
+    server_of,
+)
 from ansible_collections.prairiefyre.updater.plugins.module_utils.swap import (
     DEFAULT_KEEP_BACKUPS,
     prepare,
@@ -35,11 +40,21 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.tree import Sw
 
 
 def controllers(units, manager, run_command, get_bin_path, **options):
-    """A ServiceController per unit; options: supervisor_config, supervisorctl, timeout."""
+    """A ServiceController per unit; options: supervisor_config, supervisorctl, timeout.
+
+    Under supervisord the units are driven over its XML-RPC socket when the configuration
+    names one (no interpreter start between the stop and the start), through supervisorctl
+    when it does not or when the supervisorctl option asks for it.
+    """
     timeout = options.get("timeout") or 30
-    if manager == "supervisord":
+    config = options.get("supervisor_config")
+    server = server_of(config) if manager == "supervisord" else None
+    if server and not options.get("supervisorctl"):
+        url, username, password = server
+        proxy = proxy_for(url, username, password, timeout=timeout)
+        managers = [SupervisorRPC(unit, config, url, proxy) for unit in units]
+    elif manager == "supervisord":
         ctl = find_supervisorctl(options.get("supervisorctl"))
-        config = options.get("supervisor_config")
         managers = [Supervisor(unit, config, ctl, run_command) for unit in units]
     else:
         systemctl = get_bin_path("systemctl")

@@ -167,7 +167,8 @@ lease_expires_in:
 drain_expired:
   description:
     - True when the drain's deadline passed before every port was idle; the service takes
-      calls again and a repeated O(action=drain) does not restart it in the same answer.
+      calls again. Only the first O(action=drain) after the deadline says so, and it starts no
+      new drain.
     - A task that repeats O(action=drain) with C(until) should stop on it.
   returned: always
   type: bool

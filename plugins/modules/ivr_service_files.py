@@ -110,7 +110,11 @@ options:
     description: The supervisord configuration on the host; required with O(manager=supervisord).
     type: path
   supervisorctl:
-    description: The supervisorctl program; default the one beside Python, then the one on E(PATH).
+    description:
+      - The supervisorctl program to drive O(services) with.
+      - Omitted, O(services) are driven over the XML-RPC socket that O(supervisor_config) names,
+        which keeps the start of a supervisorctl process out of the downtime; without such a
+        socket, the supervisorctl beside Python, then the one on E(PATH).
     type: path
   service_timeout:
     description: Seconds each stop and each start of O(services) may take.

@@ -9,8 +9,11 @@ back-to-back permission, stop and start cycles and must drop no call.
 """
 
 import concurrent.futures
+import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -25,10 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("inbound", "outbound", "upiq")
 HOSTS = ("ivr01", "ivr02")
 CYCLES = REPO / "tests" / "integration" / "playbooks" / "gate_cycles.yml"
-# A fixed block of ports for this module's two labs: conftest's block per test file moves
-# whenever a file is added, and 19500 and up is taken on the shared test machine. A lab uses
-# BASE .. BASE + 32 with up to three hosts.
-GATE_BASE_PORT = 20700
+# This module's own block of 100 ports above conftest's base (19000, or
+# PRAIRIEFYRE_TEST_BASE_PORT) for its two labs, fixed so that a file added later never moves
+# it; conftest's LAB_PORT_OFFSETS should reserve it. A lab of two hosts uses BASE .. BASE + 22.
+GATE_PORT_OFFSET = 1700
 BUSY_LAB_OFFSET = 50
 # Lab settings of the busy lab: a real site's 16 ports at 40 % load, 300 times faster.
 BUSY_LAB = ("--ports", "16", "--load", "0.4", "--mean-call", "180", "--time-scale", "300")
@@ -99,6 +102,33 @@ def apply_patch(lab, bundle):
     assert rc == 0, out
 
 
+@contextlib.contextmanager
+def playbook_in_background(lab, log, *args):
+    """Run update_ivr.yml while the test acts on the lab; its output goes to the file log."""
+    cmd = ["ansible-playbook", "-i", str(REPO / "inventory" / "lab")]
+    cmd += [str(REPO / "playbooks" / "update_ivr.yml"), *args]
+    with open(log, "w", encoding="utf-8") as out:
+        # A session of its own, so that the run and its workers can be ended together.
+        run = subprocess.Popen(
+            cmd, env=lab.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield run
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGTERM)
+            run.wait(timeout=60)
+
+
+def wait_for(what, check, run, timeout=300):
+    """Poll check() until it is true; fail naming what did not happen, or the run's end."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert run.poll() is None, f"the playbook ended before {what}"
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.25)
+
+
 def inbound_id(lab, host):
     return lab.record(host)["modules"]["ivr_inbound"]["manifest_id"]
 
@@ -115,7 +145,7 @@ def assert_open(lab, host, service):
 
 @pytest.fixture(scope="module")
 def worker_base_port():
-    return GATE_BASE_PORT
+    return int(os.environ.get("PRAIRIEFYRE_TEST_BASE_PORT") or 19000) + GATE_PORT_OFFSET
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +217,9 @@ def test_a_meaningless_gate_setting_is_refused_and_nothing_stops(pending, refuse
 # -- a service that never goes idle ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def held(pending):
-    """ivr01's IVR Inbound with one port held busy for the tests that need it busy."""
+    """ivr01's IVR Inbound with one port held busy for the test; the port's number."""
     port = hold(pending, "ivr01", "inbound")
     yield port
     hang_up_all(pending, "ivr01", "inbound")
@@ -320,32 +350,21 @@ def test_an_unreachable_status_endpoint_stops_nothing(pending, tmp_path):
 # -- hosts do not wait for each other ------------------------------------------------------------
 
 
-def test_a_busy_host_does_not_hold_back_the_others(pending):
+def test_a_busy_host_does_not_hold_back_the_others(pending, tmp_path):
     held_port = hold(pending, "ivr01", "inbound")
     old = inbound_id(pending, "ivr01")
     new = pending.enterprise_manifest()["modules"]["ivr_inbound"]["manifest_id"]
     before = pending.pids()
-    cmd = ["ansible-playbook", "-i", str(REPO / "inventory" / "lab")]
-    cmd += [str(REPO / "playbooks" / "update_ivr.yml")]
-    # Both hosts in one batch: hosts of one batch must not wait for each other.
-    cmd += ["-e", "update_ivr_max_capacity_share=1"]
-    run = subprocess.Popen(
-        cmd, env=pending.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while inbound_id(pending, "ivr02") != new and run.poll() is None:
-            assert time.monotonic() < deadline, "ivr02 was not updated within 300 s"
-            time.sleep(0.5)
+    log = tmp_path / "run.log"
 
+    # Both hosts in one batch: the hosts of a batch must not wait for each other.
+    with playbook_in_background(pending, log, "-e", "update_ivr_max_capacity_share=1") as run:
+        wait_for("ivr02's update", lambda: inbound_id(pending, "ivr02") == new, run)
         # ivr02 is done while ivr01 still waits, its service untouched.
         ivr01_then = (inbound_id(pending, "ivr01"), pending.pids()["ivr01_inbound"])
         hang_up_all(pending, "ivr01", "inbound")
-        out, _ = run.communicate(timeout=300)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
+        run.wait(timeout=300)
+    out = log.read_text(encoding="utf-8")
 
     assert run.returncode == 0, out
     assert ivr01_then == (old, before["ivr01_inbound"])
@@ -398,8 +417,9 @@ def test_a_forced_drain_updates_and_counts_the_calls_it_dropped(pending, tmp_pat
 
 
 def test_a_lease_that_ran_out_before_the_stop_stops_nothing(pending, tmp_path):
-    # ivr_upiq now needs IVR UpIQ and IVR Outbound; UpIQ's short lease runs out while
-    # Outbound is held busy for longer.
+    # ivr_upiq now needs IVR UpIQ and IVR Outbound, asked in that order. Outbound stays busy
+    # until UpIQ's short lease has run out; then Outbound grants, and the check before the
+    # stop finds UpIQ's lease gone.
     bundle = make_patch(
         pending,
         tmp_path / "patch",
@@ -408,27 +428,35 @@ def test_a_lease_that_ran_out_before_the_stop_stops_nothing(pending, tmp_path):
         services={"ivr_upiq": ["IVR UpIQ", "IVR Outbound"]},
     )
     apply_patch(pending, bundle)
-    for service in ("upiq", "outbound"):
-        hang_up_all(pending, "ivr01", service)
-    call(pending, "ivr01", "outbound", "/admin/hold", {"ports": 1, "seconds": 8})
+    hold(pending, "ivr01", "outbound")
     before = pending.pids()
-
-    rc, out, recap = pending.playbook(
-        "update_ivr.yml",
-        "-e",
-        "update_ivr_hosts=ivr01",
+    log = tmp_path / "run.log"
+    settings = [
         "-e",
         "remote_ivr_update_start_timeout=2",
         "-e",
         "remote_ivr_update_lease_seconds=3",
-        *FAST_GATE,
-    )
+    ]
+
+    with playbook_in_background(
+        pending, log, "-e", "update_ivr_hosts=ivr01", *settings, *FAST_GATE
+    ) as run:
+
+        def upiq_mode():
+            return call(pending, "ivr01", "upiq", "/status")["mode"]
+
+        wait_for("IVR UpIQ's grant", lambda: upiq_mode() == "leased", run)
+        wait_for("the end of IVR UpIQ's lease", lambda: upiq_mode() == "open", run)
+        hang_up_all(pending, "ivr01", "outbound")
+        run.wait(timeout=300)
+    out = log.read_text(encoding="utf-8")
+    rc = run.returncode
 
     assert rc != 0
     assert re.search(
         r"ivr01: IVR UpIQ: the lease [0-9a-f]+ of the update is no longer held \(the service "
         r"is open, \d/4 ports busy\); a lease must outlast the wait for the other services of "
-        r"the module: raise remote_ivr_update_lease_seconds; nothing was stopped\.",
+        r"the module: raise remote_ivr_update_lease_seconds;[^\n]* nothing was stopped\.",
         flat(out),
     ), out
     assert pending.pids() == before

@@ -3,13 +3,14 @@
 
 test_faults.py runs the modules with an interpreter wrapper that puts this directory first on
 PYTHONPATH, so Python imports this file at start-up. It watches the interpreter's audit events
-(no hook in the collection's code) and, in the ivr_service_files module only, acts once at the
-point FAULT_HOOK_POINT names:
+and wraps xmlrpc.client's requests (no hook in the collection's code; supervisord is driven
+over XML-RPC, or with supervisorctl when asked) and, in the ivr_service_files module only,
+acts once at the point FAULT_HOOK_POINT names:
 
-    after_stop            freeze at the first command after supervisorctl stop returned
+    after_stop            freeze once supervisord's stop returned
     mid_swap              freeze at the rename that moves the staging tree, the second rename
                           of the swap: the journal is written and the first rename is done
-    before_start          freeze right before supervisorctl start runs
+    before_start          freeze right before the start is asked for
     kill_service_at_stop  SIGKILL the service (FAULT_SERVICE_PID) instead of letting the stop
                           end it gracefully, then carry on
 
@@ -60,11 +61,43 @@ def _on_popen(args):
     elif POINT == "before_start" and action == "start":
         _freeze("before the start")
     elif POINT == "kill_service_at_stop" and action == "stop":
-        pid = int(os.environ["FAULT_SERVICE_PID"])
-        os.kill(pid, signal.SIGKILL)
-        # Give supervisord a moment to reap it, so the stop meets a service that died.
-        time.sleep(0.5)
-        _fire(f"killed service pid {pid} at the stop")
+        _kill_service()
+
+
+def _on_rpc(method, params, done):
+    """supervisord's XML-RPC, which the swap module uses when the configuration names a socket."""
+    if not params or params[0] != PROGRAM:
+        return
+    if POINT == "after_stop" and done and method == "supervisor.stopProcess":
+        _freeze("after the stop")
+    elif POINT == "before_start" and not done and method == "supervisor.startProcess":
+        _freeze("before the start")
+    elif POINT == "kill_service_at_stop" and not done and method == "supervisor.stopProcess":
+        _kill_service()
+
+
+def _kill_service():
+    pid = int(os.environ["FAULT_SERVICE_PID"])
+    os.kill(pid, signal.SIGKILL)
+    # Give supervisord a moment to reap it, so the stop meets a service that died.
+    time.sleep(0.5)
+    _fire(f"killed service pid {pid} at the stop")
+
+
+def _wrap_rpc():
+    import xmlrpc.client  # noqa: PLC0415 - only the module processes of a fault run need it
+
+    request = xmlrpc.client.ServerProxy._ServerProxy__request
+
+    def watched(proxy, method, params):
+        if not _state["done"]:
+            _on_rpc(method, params, done=False)
+        result = request(proxy, method, params)
+        if not _state["done"]:
+            _on_rpc(method, params, done=True)
+        return result
+
+    xmlrpc.client.ServerProxy._ServerProxy__request = watched
 
 
 def _on_rename(args):
@@ -89,3 +122,4 @@ def _hook(event, args):
 
 if POINT and FIRED and "ivr_service_files" in os.path.basename(sys.argv[0] if sys.argv else ""):
     sys.addaudithook(_hook)
+    _wrap_rpc()
