@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """How long the permission gate waits on a busy service: the seed's policy against ours.
 
@@ -194,7 +193,7 @@ def human(seconds):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--seeds", type=int, default=20, help="runs, one seed each (20)")
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--ports", type=int, default=16)

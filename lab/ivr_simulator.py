@@ -606,7 +606,7 @@ class Handler(BaseHTTPRequestHandler):
 
         action = ROUTES.get((method, path))
         if action is None:
-            if any(route_path == path for _, route_path in ROUTES):
+            if any(route_path == path for _method, route_path in ROUTES):
                 self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} not allowed"})
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {path}"})
@@ -629,7 +629,7 @@ class Handler(BaseHTTPRequestHandler):
             return True
 
         header = self.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
+        scheme, _space, value = header.partition(" ")
         expected = self.token.encode("utf-8")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), expected)
 
@@ -692,7 +692,7 @@ def load_fraction(value: str) -> float:
 
 def positive(value: str) -> float:
     number = float(value)
-    if not number > 0:
+    if math.isnan(number) or number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
 
     return number

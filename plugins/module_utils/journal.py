@@ -47,6 +47,7 @@ _BACKUP_RE = re.compile(r"^\d{8}T\d{12}Z-(?:\d+|unknown)(?:\.\d+)?$")
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _renameat2_cache = []
+_syncfs_cache = []
 
 
 def _renameat2():
@@ -86,6 +87,40 @@ def exchange(first, second):
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, getattr(errno, "EOPNOTSUPP", 0)):
         return False
     raise OSError(code, os.strerror(code), first)
+
+
+def _syncfs():
+    if not _syncfs_cache:
+        function = None
+        if sys.platform.startswith("linux"):
+            try:
+                function = ctypes.CDLL(None, use_errno=True).syncfs
+                function.argtypes = [ctypes.c_int]
+                function.restype = ctypes.c_int
+            except (OSError, AttributeError):
+                function = None
+        _syncfs_cache.append(function)
+    return _syncfs_cache[0]
+
+
+def flush_filesystem(path):
+    """Write back the dirty data of the filesystem that holds ``path`` (all of them where
+    syncfs is missing).
+
+    Run right before a stop: a rename or a service start that has to queue behind the
+    writeback of files written a moment earlier would stretch the downtime.
+    """
+    function = _syncfs()
+    if function is None:
+        if hasattr(os, "sync"):
+            os.sync()
+        return
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        function(fd)
+    finally:
+        os.close(fd)
 
 
 def move(src, dst):

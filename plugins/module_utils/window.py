@@ -14,6 +14,7 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import 
 from ansible_collections.prairiefyre.updater.plugins.module_utils.journal import (
     backup_of,
     finish,
+    flush_filesystem,
     rename_trees,
     repair,
     write_journal,
@@ -161,10 +162,12 @@ class _Window:
         raise SwapError(cause, module=self.layout.module, path=exc.filename)
 
     def open(self):
-        """Write the journal while the services still run; the window then only renames."""
+        """Write the journal and flush the filesystem while the services still run; the
+        window then only renames."""
         if self.journal is not None:
             try:
                 write_journal(self.layout, self.journal)
+                flush_filesystem(self.layout.root)
             except OSError as exc:
                 raise SwapError(
                     f"cannot swap module {self.layout.module}: {exc.filename}: "

@@ -117,6 +117,8 @@ LAB_PORT_OFFSETS = {
     "test_update_flow.py": 200,
     "test_faults.py": 300,
     "test_rollback.py": 400,
+    # test_gate.py starts its labs itself, at the base port + 1700 and + 1750.
+    "test_gate.py": 1700,
 }
 UNLISTED_PORT_OFFSET = 1000
 

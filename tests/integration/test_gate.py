@@ -98,7 +98,7 @@ def make_patch(lab, directory, version, modules, services=None):
 
 
 def apply_patch(lab, bundle):
-    rc, out, _ = lab.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={bundle}")
+    rc, out, _recap = lab.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={bundle}")
     assert rc == 0, out
 
 
@@ -279,7 +279,7 @@ def test_a_service_that_never_goes_idle_ends_the_wait_and_reopens(
 
 def take_lease(lab, host, service):
     """Take the service's lease as another updater would; return its id."""
-    for _ in range(100):
+    for _attempt in range(100):
         hang_up_all(lab, host, service)
         answer = call(lab, host, service, "/permission", {"lease_seconds": 600})
         if answer["granted"]:

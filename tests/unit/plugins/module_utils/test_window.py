@@ -80,6 +80,18 @@ def read_tree(top):
     return found
 
 
+@pytest.fixture(autouse=True)
+def flushes(monkeypatch):
+    """The filesystems flushed; syncfs on a busy test machine is slow and not the subject here."""
+    flushed = []
+    monkeypatch.setattr(window, "flush_filesystem", flushed.append)
+    return flushed
+
+
+def test_flush_filesystem_runs(tmp_path):
+    journal.flush_filesystem(str(tmp_path))
+
+
 @pytest.fixture
 def layout(tmp_path):
     write_tree(str(tmp_path / "IVR" / "Inbound"), OLD)
@@ -103,7 +115,7 @@ def services(layout, events, *raws, **options):
     ]
 
 
-def test_the_window_stops_swaps_and_starts(layout):
+def test_the_window_stops_swaps_and_starts(layout, flushes):
     staged(layout)
     events = []
     ticks = iter(range(100))
@@ -128,6 +140,7 @@ def test_the_window_stops_swaps_and_starts(layout):
     assert read_tree(layout.target) == NEW
     assert not os.path.exists(layout.journal)
     assert journal.read_backup_meta(result["backup"])["new_id"] == 1001
+    assert flushes == [layout.root]
 
 
 @pytest.mark.parametrize(
