@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How long one IVR service is down during an update, against a bare restart of it.
 
 Starts a one-host lab whose services never have a call (permission is immediate), then, in
@@ -355,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(size) for size in args.sizes.split(",")]
     directory = Path(args.lab_dir or tempfile.mkdtemp(prefix="pf-bench-", dir="/tmp"))
     lab = Lab(directory, args.base_port)
-    lab.labctl("up", "--hosts", HOST, "--load", "0")
     try:
+        lab.labctl("up", "--hosts", HOST, "--load", "0")
         return measure(lab, args, sizes)
     finally:
         if not args.keep:
@@ -366,13 +365,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(lab: Lab, args: argparse.Namespace, sizes: list[int]) -> int:
     restart_bare(lab, "ivr_service")  # warm-up, not counted
-    bare = [restart_bare(lab, "ivr_service") for _ in range(args.restarts)]
-    ctl = [restart_bare(lab, "supervisorctl") for _ in range(args.restarts)]
+    bare = [restart_bare(lab, "ivr_service") for _restart in range(args.restarts)]
+    ctl = [restart_bare(lab, "supervisorctl") for _restart in range(args.restarts)]
 
     runs: dict[int, list[dict]] = {}
     number = 0
     for size in sizes:
-        for _ in range(args.repeats):
+        for _repeat in range(args.repeats):
             number += 1
             runs.setdefault(size, []).append(update(lab, number, size * MIB))
             print(

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How much a scheduled update costs when there is nothing to update.
 
 Starts a lab of N up-to-date IVR hosts (50 by default, 3 simulators each, under one
@@ -98,7 +97,7 @@ def check_no_op(output: str, hosts: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--hosts", type=int, default=50, help="lab hosts (50)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each (3)")
     parser.add_argument("--base-port", type=int, default=19500, help="lab base port (19500)")
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     labctl = [sys.executable, str(LABCTL)]
 
     # 150 simulators take a while to answer on a small machine.
-    up_seconds, _, _ = run(
+    up_seconds, _up_cpu, _up_output = run(
         [*labctl, "up", "--hosts", ",".join(hosts), "--timeout", "300"], env, "labctl up"
     )
     print(f"noop: lab of {len(hosts)} hosts up in {up_seconds:.1f} s ({lab_dir})", flush=True)
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # One untimed run of each warms the caches (bytecode, the controller's package cache)
         # and proves the hosts are up to date.
-        _, _, output = run(update, env, "update_ivr.yml")
+        _warm_wall, _warm_cpu, output = run(update, env, "update_ivr.yml")
         check_no_op(output, hosts)
         run(ping, env, "ping")
 

@@ -78,7 +78,7 @@ def plan(layout, files, check_mode=False):
 
     repaired = repair(layout, check_mode=check_mode)
 
-    changed, removed, _ = compare_installed(layout, files)
+    changed, removed, _installed = compare_installed(layout, files)
 
     to_send = []
     for path in changed:

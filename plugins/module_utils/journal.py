@@ -198,7 +198,7 @@ def repair(layout, check_mode=False):
         )
 
     if check_mode:
-        return f"found {what} that {step.split(';')[0]}; a run without check mode repairs it"
+        return f"found {what} that {step.partition(';')[0]}; a run without check mode repairs it"
 
     try:
         if at_target == new and at_src == old:
@@ -330,7 +330,7 @@ def recorded(layout):
 
 def _restore_record(layout, journal):
     """After a rollback, a record that names the rolled-back ID goes back to the old one."""
-    recorded_id, _ = recorded(layout)
+    recorded_id, _recorded_version = recorded(layout)
     if recorded_id is None or recorded_id != journal["failed_id"]:
         return
 

@@ -102,7 +102,7 @@ def _negate(point):
 
 
 def _encode_point(point):
-    x, y, z, _ = point
+    x, y, z, _t = point
     z_inv = _inverse(z)
     x, y = x * z_inv % P, y * z_inv % P
     return (y | (x & 1) << 255).to_bytes(32, "little")
@@ -136,7 +136,7 @@ def _expand_seed(seed):
 
 def public_from_seed(seed):
     """The 32-byte public key of a 32-byte private key (the seed)."""
-    scalar, _ = _expand_seed(seed)
+    scalar, _prefix = _expand_seed(seed)
     return _encode_point(_multiply(scalar, BASE))
 
 

@@ -169,7 +169,7 @@ def swapped_msg(layout, result, journal):
 
 def swap(layout, files, keep_backups=DEFAULT_KEEP_BACKUPS, check_mode=False, want_diff=False):
     """Put the verified staging tree in place of the target, keeping the old tree as a backup."""
-    result, _, journal = prepare(layout, files, keep_backups, check_mode, want_diff)
+    result, _needed, journal = prepare(layout, files, keep_backups, check_mode, want_diff)
     if journal is None:
         return result
 
@@ -299,7 +299,7 @@ def commit(layout, version, files=None, check_mode=False, serial=None):
 
     if files is not None:
         files = check_files(files, "files")
-        changed, _, _ = compare_installed(layout, files)
+        changed, _removed, _installed = compare_installed(layout, files)
         # In check mode the swap before this step moved nothing, so a difference is expected.
         if changed and not check_mode:
             raise VerifyError(
@@ -310,7 +310,7 @@ def commit(layout, version, files=None, check_mode=False, serial=None):
                 path=changed[0],
             )
 
-    record_changed, _ = record_module(
+    record_changed, _record = record_module(
         layout.root,
         layout.module,
         layout.manifest_id,

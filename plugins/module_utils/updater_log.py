@@ -48,7 +48,7 @@ _STAMP_PATTERNS = (
     ),
     ("eu", r"(?P<eu>\d{1,2}\.\d{1,2}\.\d{4}\s+\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?)"),
 )
-_STAMP = "(?:" + "|".join(pattern for _, pattern in _STAMP_PATTERNS) + ")"
+_STAMP = "(?:" + "|".join(pattern for _kind, pattern in _STAMP_PATTERNS) + ")"
 _LEVEL = r"\[?(?P<level>[A-Za-z]{3,12})\]?"
 
 # Older releases and log4net layouts put the stamp first; the product's own layout puts the
@@ -148,7 +148,7 @@ def _with_clock(year, month, day, clock):
         clock = clock[:-2].strip()
 
     hours, minutes, seconds = clock.replace(",", ".").split(":")
-    whole, _, fraction = seconds.partition(".")
+    whole, _dot, fraction = seconds.partition(".")
     hour = int(hours)
     if meridiem is not None:
         if not 1 <= hour <= 12:
@@ -166,7 +166,7 @@ def parse_line(line):
         if not match:
             continue
 
-        for kind, _ in _STAMP_PATTERNS:
+        for kind, _pattern in _STAMP_PATTERNS:
             stamp = match.group(kind)
             if stamp is None:
                 continue
@@ -284,7 +284,7 @@ def log_files(path):
         full = os.path.join(path, name)
         if key is not None and os.path.isfile(full):
             keyed.append((key, name, full))
-    return [full for _, _, full in sorted(keyed)]
+    return [full for _key, _name, full in sorted(keyed)]
 
 
 def read_log(path, history=POST_TASK_HISTORY):
@@ -364,7 +364,7 @@ def _append_plan(path):
     if size == 0:
         return "utf-8-sig", codecs.BOM_UTF8, True
 
-    codec, _ = detect_encoding(_read_head(path))
+    codec, _bom_length = detect_encoding(_read_head(path))
     unit = 2 if codec.startswith("utf-16") else 1
     with open(path, "rb") as handle:
         handle.seek(size - unit)

@@ -49,7 +49,12 @@ def start_lab(directory, base_port):
         ANSIBLE_LOCAL_TEMP=str(scratch / "local"),
         TMPDIR=str(scratch),
     )
-    lab.labctl("up", "--hosts", HOST, "--load", "0")
+    try:
+        lab.labctl("up", "--hosts", HOST, "--load", "0")
+    except subprocess.CalledProcessError:
+        # A half-started lab (a port taken, say) still has its supervisord: stop it.
+        lab.labctl("down", check=False)
+        raise
     return lab
 
 
@@ -175,7 +180,7 @@ def kill_tree(root):
     Ansible's workers start sessions of their own, so a process group kill would miss them.
     The tree is stopped first, so that nothing forks between the listing and the kill.
     """
-    for _ in range(3):
+    for _attempt in range(3):
         _signal(_tree(root), signal.SIGSTOP)
     _signal(_tree(root), signal.SIGKILL)
 

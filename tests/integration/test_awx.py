@@ -71,7 +71,7 @@ def private_dir(tmp_path_factory):
 
 
 def test_a_job_that_updates_publishes_the_run_summary(lab, private_dir):
-    rc, out, _ = lab.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={SAMPLE}")
+    rc, out, _recap = lab.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={SAMPLE}")
     assert rc == 0, out
 
     code, artifacts, events = run_job(lab, private_dir, "update_ivr.yml", "update")
@@ -177,8 +177,8 @@ def requirement_pins():
     """The venv's pins of requirements.txt for Python 3.12+, the EE's Python."""
     pins = {}
     for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
-        requirement, _, marker = line.partition(";")
-        name, _, version = requirement.partition("==")
+        requirement, _semicolon, marker = line.partition(";")
+        name, _equals, version = requirement.partition("==")
         if version and '< "3.12"' not in marker:
             pins[name.strip()] = version.strip()
     return pins

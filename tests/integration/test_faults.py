@@ -78,7 +78,7 @@ def test_the_next_run_settles_the_host(lab, number, name, kind, spec):
     version, manifest_id = publish(lab, number)
     env, args, freeze = _fault(lab, kind, spec)
 
-    _, out, _, fired = run(lab, *args, env=env, freeze=freeze, log_name=f"{number}-fault")
+    _rc, out, _recap, fired = run(lab, *args, env=env, freeze=freeze, log_name=f"{number}-fault")
     OUTCOMES[name] = [] if fired else ["the fault point was never reached"]
     assert fired, f"{name}: the fault point was never reached\n{out[-3000:]}"
 

@@ -79,7 +79,9 @@ class Fleet:
         )
 
     def apply(self, bundle):
-        rc, out, _ = self.playbook("apply_patch.yml", "-e", f"enterprise_patch_bundle={bundle}")
+        rc, out, _recap = self.playbook(
+            "apply_patch.yml", "-e", f"enterprise_patch_bundle={bundle}"
+        )
         assert rc == 0, out
 
     def ids(self, module):
@@ -241,7 +243,7 @@ def test_a_host_that_cannot_be_checked_fails_alone(fleet):
 
 
 def test_verify_needs_no_time_to_check_the_log_against_the_last_update(fleet):
-    rc, out, _ = fleet.playbook("verify_ivr.yml")
+    rc, out, _recap = fleet.playbook("verify_ivr.yml")
 
     assert rc == 0, out
     assert '"msg": "ivr03: IVR Outbound runs 6.3.3.0."' in out
@@ -261,7 +263,7 @@ def test_verify_fails_a_post_task_older_than_the_last_update(fleet):
         f"(the start of the last update in {record}), found 6.3.3.0 at "
     ) in out
 
-    rc, out, _ = fleet.playbook(
+    rc, out, _recap = fleet.playbook(
         "verify_ivr.yml", "--limit", "ivr03", "-e", "ivr_update_verify_since=2000-01-01T00:00:00Z"
     )
     assert rc == 0, out

@@ -37,7 +37,7 @@ def test_a_version_that_does_not_start_is_rolled_back_and_the_old_one_runs(lab):
     good_files = installed_tree(lab)
     bad, bad_id = publish(lab, 2, broken=True)
 
-    rc, out, recap, _ = run(lab)
+    rc, out, recap, _fired = run(lab)
 
     assert rc != 0 and recap[HOST]["failed"] == 1, out
     assert f"{MODULE} (IVR Inbound) was not updated to {bad}" in out, out
@@ -49,7 +49,7 @@ def test_a_version_that_does_not_start_is_rolled_back_and_the_old_one_runs(lab):
 
 
 def test_the_next_run_tries_again_and_rolls_back_again(lab):
-    rc, out, _, _ = run(lab)
+    rc, out, _recap, _fired = run(lab)
 
     assert rc != 0 and "the old files were restored" in out, out
     assert lab.service_status(HOST, "inbound")["version"] == "6.3.2.1"
@@ -59,20 +59,20 @@ def test_the_next_run_tries_again_and_rolls_back_again(lab):
 def test_a_fixed_version_then_installs_and_a_second_run_changes_nothing(lab):
     version, manifest_id = publish(lab, 3, remove=["BROKEN"])
 
-    rc, out, _, _ = run(lab)
+    rc, out, _recap, _fired = run(lab)
 
     assert rc == 0, out
     assert settled_problems(lab, version, manifest_id) == []
     pids = lab.pids()
-    rc, out, recap, _ = run(lab)
+    rc, out, recap, _fired = run(lab)
     assert (rc, recap[HOST]["changed"], lab.pids()) == (0, 0, pids), out
 
 
 def test_check_mode_names_the_services_and_files_and_stops_nothing(lab):
     before = (lab.pids(), installed_tree(lab), lab.record(HOST))
-    version, _ = publish(lab, 4)
+    version, _manifest_id = publish(lab, 4)
 
-    rc, out, recap, _ = run(lab, "--check", "--diff")
+    rc, out, recap, _fired = run(lab, "--check", "--diff")
 
     assert rc == 0 and recap[HOST]["changed"] > 0, out
     assert f"would replace 3 and remove 0 files in {lab.host_dir(HOST)}/install/IVR/Inbound" in out
@@ -134,7 +134,7 @@ def test_a_path_that_leaves_the_install_dir_is_refused_before_anything_stops(lab
     named, reason, undo = case(lab, manifest)
     dist_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-    rc, out, _, _ = run(lab)
+    rc, out, _recap, _fired = run(lab)
 
     dist_manifest.write_text(kept, encoding="utf-8")
     if undo:

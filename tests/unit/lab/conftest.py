@@ -54,7 +54,7 @@ def _free_port() -> int:
 
 def _free_base_port(hosts: int) -> int:
     """A base port whose whole lab range (enterprise and every host's services) is free."""
-    for _ in range(50):
+    for _attempt in range(50):
         base = _free_port() // 100 * 100
         if 1024 <= base <= 65000 - 10 * (hosts + 1):
             needed = [base] + [base + 10 * i + j for i in range(1, hosts + 1) for j in range(3)]

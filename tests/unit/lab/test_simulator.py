@@ -65,7 +65,7 @@ def test_busy_share_converges_to_the_load(clock, ports, load, mean_call, distrib
 
     # About 3,000 busy-idle cycles per port; steps of a third of a call exercise the
     # incremental advance between requests, as the HTTP layer uses it.
-    for _ in range(int(3000 * cycle / step)):
+    for _tick in range(int(3000 * cycle / step)):
         clock.advance(step)
         calls.advance()
 
@@ -77,7 +77,7 @@ def test_busy_share_converges_to_the_load(clock, ports, load, mean_call, distrib
 def test_lognormal_calls_keep_their_mean_whatever_the_tail(clock, sigma):
     calls = engine(clock, mean_call=200.0, sigma=sigma, seed=3)
 
-    lengths = [calls._call_length() for _ in range(40000)]
+    lengths = [calls._call_length() for _call in range(40000)]
 
     assert sum(lengths) / len(lengths) == pytest.approx(200.0, rel=0.05)
 
@@ -322,7 +322,7 @@ def test_hang_up_refuses_bad_input(clock, ports, message):
 
 def test_engine_is_repeatable_with_a_seed(new_clock):
     runs = []
-    for _ in range(2):
+    for _run in range(2):
         clock = new_clock()
         calls = engine(clock, ports=16, load=0.4, mean_call=180.0, seed=3)
         clock.advance(3600)
@@ -492,7 +492,7 @@ def test_bad_requests_get_a_json_error(service_factory, case):
     method, path, raw, code, error = case
     service = service_factory().start()
 
-    got, answer, _ = service.request(method, path, raw=raw)
+    got, answer, _headers = service.request(method, path, raw=raw)
 
     assert got == code
     assert set(answer) == {"error"}
@@ -504,17 +504,19 @@ def test_permission_drain_and_release_over_http(service_factory):
     service = service_factory("--time-scale", "50").start()
     service.request("POST", "/admin/hold", {"ports": 2, "seconds": 25})
 
-    _, refused, _ = service.request("POST", "/permission", {"lease_seconds": 600})
-    _, draining, _ = service.request("POST", "/drain", {"deadline_seconds": 6000})
+    _status, refused, _headers = service.request("POST", "/permission", {"lease_seconds": 600})
+    _status, draining, _headers = service.request("POST", "/drain", {"deadline_seconds": 6000})
     deadline = time.monotonic() + 5
     granted = draining
     while not granted["granted"] and time.monotonic() < deadline:
         time.sleep(0.1)
-        _, granted, _ = service.request("POST", "/drain", {"deadline_seconds": 6000})
+        _status, granted, _headers = service.request("POST", "/drain", {"deadline_seconds": 6000})
 
-    _, second, _ = service.request("POST", "/permission", {})
-    _, wrong, _ = service.request("POST", "/release", {"lease_id": "not-it"})
-    _, released, _ = service.request("POST", "/release", {"lease_id": granted["lease"]["id"]})
+    _status, second, _headers = service.request("POST", "/permission", {})
+    _status, wrong, _headers = service.request("POST", "/release", {"lease_id": "not-it"})
+    _status, released, _headers = service.request(
+        "POST", "/release", {"lease_id": granted["lease"]["id"]}
+    )
 
     assert (refused["granted"], refused["reason"]) == (False, "2 of 4 ports busy")
     assert (draining["granted"], draining["mode"]) == (False, "draining")
@@ -530,7 +532,7 @@ def test_drain_expires_over_http(service_factory):
 
     service.request("POST", "/drain", {"deadline_seconds": 30})
     time.sleep(0.5)
-    _, expired, _ = service.request("POST", "/drain", {"deadline_seconds": 30})
+    _status, expired, _headers = service.request("POST", "/drain", {"deadline_seconds": 30})
 
     assert (expired["granted"], expired["drain_expired"], expired["mode"]) == (False, True, "open")
 
@@ -542,7 +544,7 @@ def test_sigterm_adds_dropped_calls_to_the_counters_file(service_factory):
     first_exit = first.stop()
     after_first = json.loads(first.counters.read_text(encoding="utf-8"))
     second = service_factory().start()
-    _, status, _ = second.request("GET", "/status")
+    _code, status, _headers = second.request("GET", "/status")
     second.request("POST", "/admin/hold", {"ports": 1, "seconds": 6000})
     second_exit = second.stop()
     after_second = json.loads(second.counters.read_text(encoding="utf-8"))

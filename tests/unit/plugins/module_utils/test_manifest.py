@@ -1056,7 +1056,7 @@ def test_compare_refuses_a_replayed_older_manifest():
 def test_record_module_sets_the_serial_it_is_given(tmp_path, serial, expected):
     mf.write_record(str(tmp_path), good_record())
 
-    _, record = mf.record_module(
+    _changed, record = mf.record_module(
         str(tmp_path), "ivr_inbound", 1001, "6.3.2.0", serial=serial, now="2026-12-04T15:00:00Z"
     )
 

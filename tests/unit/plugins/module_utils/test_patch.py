@@ -91,7 +91,7 @@ def base(tmp_path):
 def tree(root):
     """Every file under root as {relative path: bytes}, to prove what a run did not touch."""
     found = {}
-    for current, _, names in os.walk(root):
+    for current, _dirs, names in os.walk(root):
         for name in names:
             path = os.path.join(current, name)
             found[os.path.relpath(path, root)] = Path(path).read_bytes()
@@ -897,7 +897,7 @@ def test_make_bundle_fills_in_sizes_and_hashes(tmp_path):
     assert make_bundle.main([str(root)]) == 0
     assert make_bundle.main([str(root), "--check"]) == 0
     with pt.open_bundle(str(root)) as opened:
-        patch, _ = pt.load_bundle(opened, str(root))
+        patch, _sources = pt.load_bundle(opened, str(root))
     assert patch["modules"]["ivr_inbound"]["files"]["old.cfg"] == entry(b"legacy=1\n")
 
 

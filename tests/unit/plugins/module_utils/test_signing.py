@@ -398,7 +398,7 @@ def test_the_key_helper_makes_keys_this_code_reads(openssl_keys):
 @needs_openssl
 @pytest.mark.bad_input
 def test_the_key_helper_never_overwrites_a_key(openssl_keys):
-    keys, _ = openssl_keys
+    keys, _output = openssl_keys
     before = (keys / "enterprise.key").read_bytes()
 
     done = subprocess.run([str(MAKE_KEY), str(keys)], check=False, capture_output=True, text=True)
@@ -412,7 +412,7 @@ def test_the_key_helper_never_overwrites_a_key(openssl_keys):
 
 @needs_openssl
 def test_openssl_verifies_our_signature_and_we_verify_its(openssl_keys, tmp_path):
-    keys, _ = openssl_keys
+    keys, _output = openssl_keys
     key = sg.SigningKey.from_pem((keys / "enterprise.key").read_text())
     message = tmp_path / "manifest.json"
     message.write_bytes(b'{"format": 1}\n')
@@ -458,7 +458,7 @@ def test_openssl_verifies_our_signature_and_we_verify_its(openssl_keys, tmp_path
 
 @needs_openssl
 def test_the_key_id_is_what_openssl_and_sha256sum_print(openssl_keys):
-    keys, _ = openssl_keys
+    keys, _output = openssl_keys
     der = subprocess.run(
         ["openssl", "pkey", "-pubin", "-in", str(keys / "enterprise.pub"), "-outform", "DER"],
         check=True,

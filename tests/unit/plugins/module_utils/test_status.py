@@ -55,7 +55,9 @@ def granted_body(lease_id="L1"):
     return status_body(granted=True, mode="leased", lease={"id": lease_id, "expires_in": 900.0})
 
 
-def refused_body(busy=BUSY, **extra):
+def refused_body(busy=None, **extra):
+    if busy is None:
+        busy = BUSY
     extra.setdefault("reason", f"{len(busy)} of 16 ports busy")
     return status_body(busy, granted=False, **extra)
 
@@ -981,7 +983,7 @@ def test_url_needs_an_http_scheme(url):
     ],
 )
 def test_make_source_picks_the_configured_one(params, kind):
-    assert type(st.make_source("IVR Inbound", params, FakeRunner())) is kind
+    assert isinstance(st.make_source("IVR Inbound", params, FakeRunner()), kind)
 
 
 # -- the lab's simulator ----------------------------------------------------------------------

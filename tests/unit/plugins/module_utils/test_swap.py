@@ -53,7 +53,7 @@ def write_tree(top, contents):
 
 def read_tree(top):
     found = {}
-    for dirpath, _, names in os.walk(top):
+    for dirpath, _dirnames, names in os.walk(top):
         for name in names:
             full = os.path.join(dirpath, name)
             with open(full, "rb") as handle:
@@ -81,14 +81,18 @@ def layout(root):
     return layout_of(root)
 
 
-def send(layout, contents=NEW):
+def send(layout, contents=None):
     """What the role does after plan: copy the listed files into the staging directory."""
+    if contents is None:
+        contents = NEW
     planned = compare.plan(layout, manifest_of(contents))
     write_tree(planned["staging_dir"], {path: contents[path] for path in planned["changed_files"]})
     return planned
 
 
-def staged(layout, contents=NEW):
+def staged(layout, contents=None):
+    if contents is None:
+        contents = NEW
     send(layout, contents)
     return staging.stage(layout, manifest_of(contents), "6.3.2.0")
 

@@ -24,7 +24,7 @@ SAMPLE = str(REPO / "lab" / "patches" / "sample-6.3.2")
 
 def tree(root):
     found = {}
-    for current, _, names in os.walk(root):
+    for current, _dirs, names in os.walk(root):
         for name in names:
             path = os.path.join(current, name)
             found[os.path.relpath(path, root)] = Path(path).read_bytes()
@@ -242,7 +242,7 @@ def test_an_applied_patch_gets_signed_once(run_module, dist, key_file):
 
 
 def test_a_key_others_can_read_is_used_with_a_warning(dist, key_file):
-    path, _ = key_file
+    path, _key = key_file
     path.chmod(0o644)
     warnings = []
     params = {"dist_dir": dist, "patch": SAMPLE, "signing_key": str(path)}

@@ -28,7 +28,7 @@ def write_tree(top, contents):
 
 def read_tree(top):
     found = {}
-    for dirpath, _, names in os.walk(top):
+    for dirpath, _dirnames, names in os.walk(top):
         for name in names:
             full = os.path.join(dirpath, name)
             with open(full, "rb") as handle:
