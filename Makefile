@@ -20,7 +20,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help venv venv311 link lab-up lab-down lab-status demo test lint units sanity \
-	integration molecule galaxy py311 bench clean
+	integration molecule galaxy py311 bench bench-gate bench-downtime bench-noop clean
 
 help:
 	@echo "make demo      build the venv, start the lab, patch, update, verify, summarize"
@@ -106,8 +106,12 @@ sanity: venv
 	  --python $$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 # test_galaxy.py runs in `make galaxy`, against the tarball that target builds.
+# Each test file starts its own lab on its own ports, so files run two at a time (loadfile
+# keeps a file's tests, which build on each other, in order on one worker).
+INTEGRATION := -n 2 --dist loadfile tests/integration --ignore=tests/integration/test_galaxy.py
+
 integration: venv
-	pytest -q tests/integration --ignore=tests/integration/test_galaxy.py
+	pytest -q $(INTEGRATION)
 
 # Scenarios in extensions/molecule (galaxy.yml is at the root); each starts and stops its own
 # lab (and the ssh one its own sshd) under its ephemeral directory in $(BUILD)/molecule.
@@ -123,9 +127,24 @@ galaxy: venv
 
 # The second supported environment: Debian's Python 3.11 with the newest ansible-core it gets.
 # The tests run ansible-playbook and labctl from the bin directory of the pytest's Python.
+# CI's 90 minutes do not fit every lab test twice: on 3.11 the load test of the gate and the
+# fault injection, which exercise the same modules as the rest, run only on the current Python.
 py311: venv311
 	$(VENV311)/bin/pytest -q -n 2 tests/unit
-	$(VENV311)/bin/pytest -q tests/integration
+	$(VENV311)/bin/pytest -q $(INTEGRATION) \
+	  --ignore=tests/integration/test_gate.py --ignore=tests/integration/test_faults.py
+
+# Benchmarks print ratios against a baseline measured in the same run; they are not tests.
+bench: bench-gate bench-downtime bench-noop
+
+bench-gate: venv
+	$(PY) bench/gate.py
+
+bench-downtime: venv
+	$(PY) bench/downtime.py
+
+bench-noop: venv
+	$(PY) bench/noop.py
 
 # Every gate; make stops at the first that fails, and pytest's "no tests ran" (exit 5) fails.
 test: lint units sanity integration molecule galaxy py311
