@@ -20,7 +20,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help venv venv311 link lab-up lab-down lab-status demo test lint units sanity \
-	integration molecule galaxy py311 bench bench-gate bench-downtime bench-noop clean
+	integration molecule galaxy py311 bench bench-gate bench-downtime bench-noop changelog clean
 
 help:
 	@echo "make demo      build the venv, start the lab, patch, update, verify, summarize"
@@ -83,6 +83,7 @@ lint: venv
 	yamllint -s .
 	ANSIBLE_HOME=$(BUILD)/lint-home ansible-lint --offline --profile production roles playbooks
 	ANSIBLE_HOME=$(BUILD)/lint-home ansible-lint --offline --profile production extensions/molecule
+	antsibull-changelog lint
 
 units: venv
 	pytest -q -n 2 tests/unit
@@ -145,6 +146,15 @@ bench-downtime: venv
 
 bench-noop: venv
 	$(PY) bench/noop.py
+
+# antsibull-changelog reads plugin docs through a copy of the collection, as sanity does.
+CHANGELOG_DIR := /tmp/prairiefyre-changelog$(subst /,-,$(ROOT))/ansible_collections/prairiefyre/updater
+changelog: venv
+	antsibull-changelog lint
+	$(call copy_collection,$(CHANGELOG_DIR))
+	cd $(CHANGELOG_DIR) && antsibull-changelog release --update-existing
+	cp $(CHANGELOG_DIR)/changelogs/changelog.yaml $(ROOT)/changelogs/
+	cp $(CHANGELOG_DIR)/CHANGELOG.rst $(CHANGELOG_DIR)/CHANGELOG.md $(ROOT)/
 
 # Every gate; make stops at the first that fails, and pytest's "no tests ran" (exit 5) fails.
 test: lint units sanity integration molecule galaxy py311

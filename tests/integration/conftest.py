@@ -117,10 +117,13 @@ LAB_PORT_OFFSETS = {
     "test_update_flow.py": 200,
     "test_faults.py": 300,
     "test_rollback.py": 400,
+    "test_awx.py": 1100,
+    "test_fleet.py": 1200,
+    "test_environment.py": 1300,
     # test_gate.py starts its labs itself, at the base port + 1700 and + 1750.
     "test_gate.py": 1700,
 }
-UNLISTED_PORT_OFFSET = 1000
+UNLISTED_PORT_OFFSET = 2000
 
 
 def lab_port_offset(name):

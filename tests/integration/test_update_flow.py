@@ -4,7 +4,9 @@ The tests run in file order against one lab: each step builds on the state the p
 one left, as an operator's runs do.
 """
 
+import json
 import re
+import urllib.request
 
 import pytest
 
@@ -123,3 +125,37 @@ def test_an_unreachable_enterprise_fails_every_host_and_stops_nothing(lab):
     assert rc != 0
     assert "http://127.0.0.1:9/manifest.json" in out
     assert lab.pids() == before
+
+
+def hold_ports(lab, host, service, ports, seconds):
+    index = int(host.removeprefix("ivr"))
+    offset = ("inbound", "outbound", "upiq").index(service)
+    url = f"http://127.0.0.1:{lab.base_port + 10 * index + offset}/admin/hold"
+    body = json.dumps({"ports": ports, "seconds": seconds}).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)
+
+
+def test_a_limited_run_still_fails_a_host_that_never_got_permission(lab):
+    rc, out, recap = lab.playbook(
+        "apply_patch.yml", "-e", "enterprise_patch_bundle=lab/patches/second-6.3.3"
+    )
+    assert rc == 0, out
+    hold_ports(lab, "ivr02", "inbound", 3, 3600)
+    before = lab.pids()
+
+    rc, out, recap = lab.playbook(
+        "update_ivr.yml",
+        "--limit",
+        "ivr02",
+        "-e",
+        "remote_ivr_update_permission_retries=2",
+        "-e",
+        "remote_ivr_update_permission_wait=1",
+    )
+
+    assert rc != 0, out
+    assert recap["ivr02"]["failed"] == 1, out
+    assert "1 waiting" in out, out
+    assert lab.pids()["ivr02_inbound"] == before["ivr02_inbound"]
