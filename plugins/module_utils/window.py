@@ -129,10 +129,15 @@ class _Window:
 
     def run(self, to_stop, to_start, raw):
         for each in to_stop:
-            raw[each.manager.name] = each.ensure("stopped", current=raw[each.manager.name])[
-                "manager_status"
-            ]
-            self.stopped.append(each.manager.name)
+            name = each.manager.name
+            if isinstance(each.manager, SupervisorRPC):
+                # supervisord answers a waited stopProcess once the program is down, so the
+                # poll that confirms a stop would only lengthen the window.
+                each.manager.stop()
+                raw[name] = "STOPPED"
+            else:
+                raw[name] = each.ensure("stopped", current=raw[name])["manager_status"]
+            self.stopped.append(name)
 
         if self.journal is not None:
             self._swap()

@@ -101,7 +101,13 @@ def idle_lab(tmp_path):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, worker_base_port):
     lab = Lab(tmp_path_factory.mktemp("lab"), worker_base_port)
-    lab.labctl("up")
+    up = lab.labctl("up", check=False)
+    if up.returncode != 0:
+        # supervisord may run although a program did not start (a port in use): stop it
+        # before pytest removes the directory that holds its pid file.
+        lab.labctl("down", check=False)
+        pytest.fail(f"labctl up failed (exit {up.returncode}):\n{up.stdout}{up.stderr}")
+
     yield lab
     lab.labctl("down", check=False)
 
