@@ -15,6 +15,7 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils import (
     journal,
     service,
     staging,
+    supervisor_rpc,
     swap,
     tree,
     window,
@@ -288,3 +289,45 @@ def test_check_running_before_a_record(layout, raw, fails):
             window.check_running(layout, controllers)
     else:
         window.check_running(layout, controllers)
+
+
+class RecordingSupervisor:
+    """supervisord's XML-RPC namespace in memory; notes each call and the version in place."""
+
+    def __init__(self, target, calls):
+        self.target = target
+        self.calls = calls
+        self.statename = "RUNNING"
+
+    def getProcessInfo(self, name):  # noqa: N802 - supervisord's method name
+        self.calls.append("getProcessInfo")
+        return {"statename": self.statename}
+
+    def stopProcess(self, name, wait):  # noqa: N802
+        self.calls.append(f"stopProcess wait={wait}")
+        self.statename = "STOPPED"
+
+    def startProcess(self, name, wait):  # noqa: N802
+        with open(os.path.join(self.target, "version.txt"), "rb") as handle:
+            self.calls.append(f"startProcess wait={wait} on {handle.read().strip().decode()}")
+        self.statename = "RUNNING"
+
+
+def test_over_xml_rpc_nothing_but_the_renames_sits_between_the_stop_and_the_start(layout):
+    staged(layout)
+    calls = []
+    proxy = type("Proxy", (), {})()
+    proxy.supervisor = RecordingSupervisor(layout.target, calls)
+    unit = supervisor_rpc.SupervisorRPC("unit0", "/etc/sv.conf", "unix:///sv.sock", proxy)
+
+    result = window.swap_services(
+        layout, FILES, [service.ServiceController(unit, timeout=5, sleep=lambda s: None)]
+    )
+
+    assert calls == [
+        "getProcessInfo",
+        "stopProcess wait=True",
+        "startProcess wait=False on 6.3.2.0",
+        "getProcessInfo",
+    ]
+    assert (result["stopped"], result["started"], result["swapped"]) == (["unit0"], ["unit0"], True)
