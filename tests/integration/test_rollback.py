@@ -37,7 +37,7 @@ def test_a_version_that_does_not_start_is_rolled_back_and_the_old_one_runs(lab):
     good_files = installed_tree(lab)
     bad, bad_id = publish(lab, 2, broken=True)
 
-    rc, out, recap, _fired = run(lab)
+    rc, out, recap, _fired = run(lab, log_name="broken")
 
     assert rc != 0 and recap[HOST]["failed"] == 1, out
     assert f"{MODULE} (IVR Inbound) was not updated to {bad}" in out, out
