@@ -6,7 +6,9 @@ The collection is imported as ``ansible_collections.prairiefyre.updater`` throug
 temporary directory, so the tests also run from a bare checkout.
 
 Fixtures for every test: ``run_module`` runs any module's ``main()`` in-process (see
-``ModuleRun``); ``http_dir`` serves a directory over HTTP on a loopback port.
+``ModuleRun``); ``http_dir`` serves a directory over HTTP on a loopback port; ``no_proxy``
+clears the proxy settings of the environment. Plain helpers shared by several test modules are
+in helpers.py next to this file.
 """
 
 import atexit
@@ -107,6 +109,14 @@ class ModuleRun:
 def run_module(monkeypatch):
     """A ModuleRun: call ``run_module(module, args, check_mode=False, diff=False)``."""
     return ModuleRun(monkeypatch)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """Remove the proxy variables from the environment for one test."""
+    # A proxy from the environment would carry the loopback requests off this machine.
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -9,15 +9,17 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.prairiefyre.updater.plugins.module_utils import status as st
+from ansible_collections.prairiefyre.updater.tests.unit.helpers import FakeService
+
+# Loopback requests must not leave for a proxy named in the environment.
+pytestmark = pytest.mark.usefixtures("no_proxy")
 
 REPO = Path(__file__).resolve().parents[4]
 SIMULATOR = REPO / "lab" / "ivr_simulator.py"
@@ -62,60 +64,6 @@ def refused_body(busy=None, **extra):
     return status_body(busy, granted=False, **extra)
 
 
-class FakeService:
-    """A scripted IVR service: each request takes the next reply queued for its route.
-
-    A reply is (code, body) or (code, body, delay); a dict body is sent as JSON, a str as it
-    is. The last reply of a route repeats. Every request is recorded as (method, path,
-    Authorization header, JSON body or None).
-    """
-
-    def __init__(self):
-        self.replies = {}
-        self.requests = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                fake.serve(self, "GET")
-
-            def do_POST(self):
-                fake.serve(self, "POST")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        # A short poll interval keeps shutdown() in each teardown quick.
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def reply(self, method, path, *replies):
-        self.replies[(method, path)] = list(replies)
-
-    def serve(self, handler, method):
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
-        auth = handler.headers.get("Authorization")
-        self.requests.append((method, handler.path, auth, body))
-
-        queue = self.replies.get((method, handler.path)) or [(404, {"error": "no such path"})]
-        code, payload, *delay = queue.pop(0) if len(queue) > 1 else queue[0]
-        if delay:
-            time.sleep(delay[0])
-        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-        handler.send_response(code)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class FakeTime:
     """A clock that moves only when the client sleeps, so waits take no real time."""
 
@@ -131,18 +79,10 @@ class FakeTime:
         self.now += seconds
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    # A proxy from the environment would carry the loopback requests off this machine.
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def fake():
-    service = FakeService()
-    yield service
-    service.close()
+    with FakeService() as service:
+        yield service
 
 
 def http_client(url, token=None, timeout=2.0, fake_time=None):

@@ -27,6 +27,7 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import 
     PathError,
 )
 from ansible_collections.prairiefyre.updater.plugins.module_utils.tree import SwapError, VerifyError
+from ansible_collections.prairiefyre.updater.tests.unit.helpers import read_tree, write_tree
 
 MODULE = "ivr_inbound"
 TARGET = "IVR/Inbound"
@@ -41,24 +42,6 @@ def sha(data):
 
 def manifest_of(contents):
     return {path: {"size": len(data), "sha256": sha(data)} for path, data in contents.items()}
-
-
-def write_tree(top, contents):
-    for path, data in contents.items():
-        full = os.path.join(top, *path.split("/"))
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as handle:
-            handle.write(data)
-
-
-def read_tree(top):
-    found = {}
-    for dirpath, _dirnames, names in os.walk(top):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            with open(full, "rb") as handle:
-                found[os.path.relpath(full, top).replace(os.sep, "/")] = handle.read()
-    return found
 
 
 class Crash(BaseException):

@@ -21,6 +21,7 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils import (
     window,
 )
 from ansible_collections.prairiefyre.updater.plugins.module_utils.tree import SwapError
+from ansible_collections.prairiefyre.updater.tests.unit.helpers import read_tree, write_tree
 
 OLD = {"version.txt": b"6.3.1.0\n", "Inbound.dll": b"dll-1", "old.cfg": b"cfg"}
 NEW = {"version.txt": b"6.3.2.0\n", "Inbound.dll": b"dll-1", "lib/new.bin": b"new"}
@@ -61,24 +62,6 @@ class FakeManager:
 
     def failure_detail(self):
         return "last stderr: refusing to start"
-
-
-def write_tree(top, contents):
-    for path, data in contents.items():
-        full = os.path.join(top, *path.split("/"))
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as handle:
-            handle.write(data)
-
-
-def read_tree(top):
-    found = {}
-    for dirpath, _dirnames, names in os.walk(top):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            with open(full, "rb") as handle:
-                found[os.path.relpath(full, top).replace(os.sep, "/")] = handle.read()
-    return found
 
 
 @pytest.fixture(autouse=True)

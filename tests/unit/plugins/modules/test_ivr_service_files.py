@@ -9,6 +9,7 @@ import yaml
 
 from ansible_collections.prairiefyre.updater.plugins.module_utils import tree
 from ansible_collections.prairiefyre.updater.plugins.modules import ivr_service_files
+from ansible_collections.prairiefyre.updater.tests.unit.helpers import read_tree, write_tree
 
 OLD = {"version.txt": b"6.3.1.0\n", "Inbound.dll": b"dll-1", "old.cfg": b"cfg"}
 NEW = {"version.txt": b"6.3.2.0\n", "Inbound.dll": b"dll-1", "lib/new.bin": b"new"}
@@ -16,24 +17,6 @@ FILES = {
     path: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     for path, data in NEW.items()
 }
-
-
-def write_tree(top, contents):
-    for path, data in contents.items():
-        full = os.path.join(top, *path.split("/"))
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as handle:
-            handle.write(data)
-
-
-def read_tree(top):
-    found = {}
-    for dirpath, _dirnames, names in os.walk(top):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            with open(full, "rb") as handle:
-                found[os.path.relpath(full, top).replace(os.sep, "/")] = handle.read()
-    return found
 
 
 @pytest.fixture
