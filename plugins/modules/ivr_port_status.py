@@ -59,8 +59,25 @@ options:
   lease_id:
     description:
       - With O(action=release), the RV(lease_id) that the grant returned.
-      - Omit it to cancel a drain that has not been granted yet.
+      - Omit it to cancel a drain that has not been granted yet, or, with O(record_dir), to
+        give back what the record there holds.
     type: str
+  record_dir:
+    description:
+      - A directory on the managed host in which the module keeps, per service, the lease it
+        was granted or the drain it started (C(<record_dir>/ivr_inbound.json) for
+        C(IVR Inbound)), so that a run cut off before it could release them leaves a trace
+        the next run can act on.
+      - With O(action=request_permission) or O(action=drain), a grant or a drain that goes on
+        is written there; a drain whose deadline passed is forgotten.
+      - With O(action=release), the record is removed once the lease or drain it names is given
+        back. Without O(lease_id), the module gives back what the record holds (the lease, or
+        the drain) and, when there is no record, only reads the service's state; it never
+        cancels a drain or a lease that this collection did not record.
+      - The role C(prairiefyre.updater.remote_ivr_update) uses
+        C(<install_root>/.updater/leases), which M(prairiefyre.updater.manifest_compare)
+        lists as RV(prairiefyre.updater.manifest_compare#module:leftover_leases).
+    type: path
 attributes:
   check_mode:
     support: full
@@ -68,6 +85,7 @@ attributes:
       - V(request_permission) and V(drain) only read the status and report in RV(would_grant)
         whether the service would grant now; nothing is taken and no drain starts.
       - V(release) reports what it would release.
+      - Nothing is written to or removed from O(record_dir).
   diff_mode:
     support: none
   platform:
@@ -127,6 +145,13 @@ EXAMPLES = r"""
     token: "{{ ivr_status_token }}"
     action: release
     lease_id: "{{ drained.lease_id }}"
+
+- name: Give back a lease that a cut-off run left behind
+  prairiefyre.updater.ivr_port_status:
+    service: IVR Inbound
+    url: http://127.0.0.1:18610
+    action: release
+    record_dir: /opt/prairiefyre/ivr/.updater/leases
 
 - name: Ask a site script where the service has no status API
   prairiefyre.updater.ivr_port_status:
@@ -211,6 +236,20 @@ calls_dropped:
   returned: always
   type: int
   sample: 0
+record:
+  description:
+    - With O(record_dir), what the service's record holds after the run (a lease or a drain
+      this update holds), or, with O(action=release), the record that was acted on and
+      removed. Null when there is none.
+  returned: when O(record_dir) is set
+  type: dict
+  sample:
+    service: IVR Inbound
+    kind: lease
+    lease_id: 3f0c2a9e8b7d4c1e9a6f5b4d3c2e1f00
+    url: http://127.0.0.1:18610
+    recorded_at: 1796400000.25
+    ends_at: 1796400900.25
 msg:
   description: One sentence naming the service and what happened.
   returned: always
@@ -222,6 +261,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (  # noqa: E402
     UpdaterError,
 )
+from ansible_collections.prairiefyre.updater.plugins.module_utils import leases  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils.status import (  # noqa: E402
     ENDPOINT_ARGUMENT_SPEC,
     ENDPOINT_MUTUALLY_EXCLUSIVE,
@@ -243,6 +283,7 @@ ARGUMENT_SPEC = {
     "drain_deadline_seconds": {"type": "int", "default": 1800},
     "wait_seconds": {"type": "int", "default": 0},
     "lease_id": {"type": "str"},
+    "record_dir": {"type": "path"},
 }
 
 
@@ -253,8 +294,27 @@ def run(module):
         params["service"], make_source(params["service"], params, module.run_command)
     )
     action = params["action"]
+    record_dir = params["record_dir"]
+    lease_id = params["lease_id"]
+    record = None
+    if record_dir and action == "release":
+        record = leases.read_record(record_dir, params["service"])
+        if lease_id is None and record is None:
+            # Without a record there is nothing of this collection's to give back, and a
+            # release without a lease ID would cancel somebody else's drain.
+            outcome = client.query()
+            outcome.msg = f"{params['service']}: nothing to release, no lease or drain is recorded"
+            return {**outcome.result(), "record": None}
+
+        if lease_id is None:
+            lease_id = record["lease_id"]
+
     if module.check_mode:
-        return client.preview(action, params["lease_id"]).result()
+        result = client.preview(action, lease_id).result()
+        if record_dir:
+            # Check mode writes and removes no record: it shows the one there is.
+            result["record"] = record or leases.read_record(record_dir, params["service"])
+        return result
 
     if action == "request_permission":
         outcome = client.request_permission(params["lease_seconds"], params["wait_seconds"])
@@ -263,10 +323,48 @@ def run(module):
             params["drain_deadline_seconds"], params["lease_seconds"], params["wait_seconds"]
         )
     elif action == "release":
-        outcome = client.release(params["lease_id"])
+        outcome = client.release(lease_id)
     else:
         outcome = client.query()
-    return outcome.result()
+    result = outcome.result()
+    if record_dir and action == "query":
+        result["record"] = leases.read_record(record_dir, params["service"])
+    elif record_dir:
+        result["record"] = _keep_record(params, action, outcome, record, lease_id)
+    return result
+
+
+def _keep_record(params, action, outcome, record, lease_id):
+    """Write or remove the service's record after the action; return the record in question."""
+    directory, service = params["record_dir"], params["service"]
+    if action == "release":
+        # What was released, or what the service no longer holds, needs no release later. A
+        # record of another lease stays: this run did not give that one back.
+        if record is not None and record["lease_id"] in (None, lease_id):
+            leases.remove_record(directory, service)
+            return record
+        return None
+
+    if outcome.granted and outcome.lease_id:
+        return leases.write_record(
+            directory,
+            service,
+            "lease",
+            params.get("url"),
+            lease_id=outcome.lease_id,
+            seconds=outcome.lease_expires_in,
+        )
+
+    if outcome.drain_expired:
+        leases.remove_record(directory, service)
+        return None
+
+    if action == "drain" and outcome.status.mode == "draining":
+        return leases.write_record(
+            directory, service, "drain", params.get("url"), seconds=outcome.status.drain_deadline_in
+        )
+
+    return leases.read_record(directory, service)
 
 
 def main():

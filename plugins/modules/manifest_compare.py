@@ -33,6 +33,9 @@ options:
     description:
       - Path of the host's record, normally C(<install_root>/.updater/manifest.json).
       - A missing file means a host with nothing recorded, which needs every module.
+      - The C(leases) directory next to it is where
+        M(prairiefyre.updater.ivr_port_status) records the leases and drains an update holds;
+        what is there is returned as RV(leftover_leases).
       - Omit it to only read and validate the enterprise manifest.
     type: path
   allow_downgrade:
@@ -179,6 +182,23 @@ services:
   type: list
   elements: str
   sample: [IVR Inbound, IVR UpIQ]
+leftover_leases:
+  description:
+    - The leases and drains recorded in the C(leases) directory next to O(local_manifest),
+      sorted by service. A run that finished gave them back; one left here was held by a run
+      that was cut off, and its service takes no new calls until it is released or expires.
+    - Each item is the record M(prairiefyre.updater.ivr_port_status) wrote, as its
+      RV(prairiefyre.updater.ivr_port_status#module:record) describes.
+  returned: success, when O(local_manifest) is set
+  type: list
+  elements: dict
+  sample:
+    - service: IVR Inbound
+      kind: lease
+      lease_id: 3f0c2a9e8b7d4c1e9a6f5b4d3c2e1f00
+      url: http://127.0.0.1:18610
+      recorded_at: 1796400000.25
+      ends_at: 1796400900.25
 up_to_date:
   description: True when no module needs an update.
   returned: success, when O(local_manifest) is set
@@ -193,7 +213,10 @@ signed_by:
   sample: 3f9a0c2b71d84e65
 """
 
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.prairiefyre.updater.plugins.module_utils import leases  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils import manifest as mf  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils import signing  # noqa: E402
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError  # noqa: E402
@@ -248,6 +271,10 @@ def run(params):
     record = mf.load_record(params["local_manifest"])
     updates = mf.compare(enterprise, record, params["allow_downgrade"], params["modules"])
     result.update(updates=updates, services=mf.services_of(updates), up_to_date=not updates)
+    leftover = leases.list_records(
+        os.path.join(os.path.dirname(params["local_manifest"]), "leases")
+    )
+    result["leftover_leases"] = leftover
     if updates:
         result["msg"] = _describe(updates)
     else:
@@ -255,6 +282,9 @@ def run(params):
             f"The host is up to date with the enterprise manifest (serial {enterprise['serial']}, "
             f"product {enterprise['product_version']})."
         )
+    if leftover:
+        held = ", ".join(f"{record['kind']} on {record['service']}" for record in leftover)
+        result["msg"] += f" A cut-off run left {held}."
     return result
 
 

@@ -26,16 +26,18 @@ SWAP_TASK = "Stop the services, swap the staged files in and start the services"
 COMMIT_TASK = "Record the module's new manifest ID on the host"
 RUN_TIMEOUT = 600
 
-# One host, one module: short runs. A lease shorter than the role's 900 s keeps the run after
-# a killed one from waiting a quarter of an hour for the lease the dead run still holds.
+# One host, one module: short runs, with the role's lease of 900 s. A run killed after the
+# grant leaves the lease held; the next run must release it from the host's record rather
+# than wait it out, which NEXT_RUN_ARGS leaves no time for.
 RUN_ARGS = (
     "-e",
     f"update_ivr_hosts={HOST}",
     "-e",
-    "remote_ivr_update_lease_seconds=15",
-    "-e",
     "remote_ivr_update_start_timeout=10",
 )
+# The services have no calls: a run that finds them open gets permission at its first poll.
+# Three polls about 7 s apart are far shorter than a 900 s lease.
+NEXT_RUN_ARGS = ("-e", "remote_ivr_update_permission_retries=3")
 
 
 def start_lab(directory, base_port):
@@ -69,10 +71,11 @@ def _apply_patch():
     return apply_patch
 
 
-def publish(lab, number, broken=False, remove=()):
+def publish(lab, number, broken=False, remove=(), reports=None):
     """Apply a patch of module ivr_inbound, version 6.3.2.<number>, to the lab's enterprise.
 
     A broken one carries a file BROKEN, which makes the simulator refuse to start (exit 3).
+    With reports, its version.txt says that version instead, which the simulator then reports.
     Returns the version and manifest ID it publishes.
     """
     version = f"6.3.2.{number}"
@@ -80,7 +83,7 @@ def publish(lab, number, broken=False, remove=()):
     bundle = lab.dir / "bundles" / f"case-{number}"
     files = bundle / "files" / MODULE
     files.mkdir(parents=True)
-    (files / "version.txt").write_text(version + "\n", encoding="utf-8")
+    (files / "version.txt").write_text((reports or version) + "\n", encoding="utf-8")
     (files / "Inbound.dll").write_bytes(f"Inbound {version}\n".encode() * 64)
     (files / "Prompts").mkdir()
     (files / "Prompts" / f"case-{number}.txt").write_text(f"prompt {number}\n", encoding="utf-8")
@@ -260,4 +263,13 @@ def settled_problems(lab, version, manifest_id):
     journal = lab.host_dir(HOST) / "install" / ".updater" / "journal" / f"{MODULE}.json"
     if journal.exists():
         problems.append(f"{journal} is still there")
+
+    leases = lab.host_dir(HOST) / "install" / ".updater" / "leases"
+    left = sorted(path.name for path in leases.glob("*.json")) if leases.exists() else []
+    if left:
+        problems.append(f"lease records left in {leases}: {', '.join(left)}")
+    for service in ("inbound", "outbound", "upiq"):
+        mode = lab.service_status(HOST, service)["mode"]
+        if mode != "open":
+            problems.append(f"{HOST} {service} is {mode}, not open to calls")
     return problems

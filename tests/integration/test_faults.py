@@ -24,6 +24,7 @@ import pytest
 from fault_kit import (
     COMMIT_TASK,
     HOST,
+    NEXT_RUN_ARGS,
     PROGRAM,
     SWAP_TASK,
     callback_fault,
@@ -82,7 +83,7 @@ def test_the_next_run_settles_the_host(lab, number, name, kind, spec):
     OUTCOMES[name] = [] if fired else ["the fault point was never reached"]
     assert fired, f"{name}: the fault point was never reached\n{out[-3000:]}"
 
-    rc, out, recap = run(lab, log_name=f"{number}-next")[:3]
+    rc, out, recap = run(lab, *NEXT_RUN_ARGS, log_name=f"{number}-next")[:3]
     problems = [] if rc == 0 else [f"the next run failed (rc {rc})"]
     problems += settled_problems(lab, version, manifest_id)
     pids = lab.pids()

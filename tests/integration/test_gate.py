@@ -2,10 +2,11 @@
 
 The default lab (4 ports, light load, real time) carries a pending update of IVR Inbound, and
 the tests run in file order: settings that are refused, services that never go idle, a lease
-held by someone else, an endpoint nobody answers, hosts that do not wait for each other, a forced
-drain and a lease that runs out. Services are held busy with the simulator's lab-only
-/admin/hold and let go with /admin/hangup. A second lab, busy and time-compressed, takes many
-back-to-back permission, stop and start cycles and must drop no call.
+held by someone else, an endpoint nobody answers, hosts that do not wait for each other, a
+forced drain, a lease that runs out, and the leases a cut-off run leaves behind. Services are
+held busy with the simulator's lab-only /admin/hold and let go with /admin/hangup. A second
+lab, busy and time-compressed, takes many back-to-back permission, stop and start cycles and
+must drop no call.
 """
 
 import concurrent.futures
@@ -42,6 +43,14 @@ FAST_GATE = (
     "remote_ivr_update_drain_delay=1",
     "-e",
     "remote_ivr_update_permission_wait=1",
+)
+# ivr01 alone, asked twice (one retry) about a second apart.
+IVR01_TWO_POLLS = (
+    "-e",
+    "update_ivr_hosts=ivr01",
+    "-e",
+    "remote_ivr_update_permission_retries=1",
+    *FAST_GATE,
 )
 
 
@@ -293,14 +302,7 @@ def test_a_refused_lease_stops_nothing_and_leaves_the_other_lease_alone(pending)
     before = (pending.pids(), inbound_id(pending, "ivr01"))
     lease = take_lease(pending, "ivr01", "inbound")
     try:
-        rc, out, recap = pending.playbook(
-            "update_ivr.yml",
-            "-e",
-            "update_ivr_hosts=ivr01",
-            "-e",
-            "remote_ivr_update_permission_retries=1",
-            *FAST_GATE,
-        )
+        rc, out, recap = pending.playbook("update_ivr.yml", *IVR01_TWO_POLLS)
         still = call(pending, "ivr01", "inbound", "/status")["lease"]
     finally:
         call(pending, "ivr01", "inbound", "/release", {"lease_id": lease})
@@ -357,9 +359,22 @@ def test_a_busy_host_does_not_hold_back_the_others(pending, tmp_path):
     before = pending.pids()
     log = tmp_path / "run.log"
 
+    # What the operator sees at every retry: service, busy ports, longest call, polls left.
+    waiting = re.compile(
+        rf"^WAITING \[ivr01\] IVR Inbound: still waiting after 5 s, \d/4 ports busy "
+        rf"\(ports? [\d, ]*\b{held_port}\b[\d, ]*\), longest call \d+ s; \d+ polls left, "
+        rf"next in 2 s$",
+        re.MULTILINE,
+    )
+
     # Both hosts in one batch: the hosts of a batch must not wait for each other.
     with playbook_in_background(pending, log, "-e", "update_ivr_max_capacity_share=1") as run:
         wait_for("ivr02's update", lambda: inbound_id(pending, "ivr02") == new, run)
+        # The call ends only after ivr01 has been refused once: a hang-up inside its first poll
+        # would let it through without a retry and the test would prove nothing about waiting.
+        wait_for(
+            "ivr01's WAITING line", lambda: waiting.search(log.read_text(encoding="utf-8")), run
+        )
         # ivr02 is done while ivr01 still waits, its service untouched.
         ivr01_then = (inbound_id(pending, "ivr01"), pending.pids()["ivr01_inbound"])
         hang_up_all(pending, "ivr01", "inbound")
@@ -368,13 +383,6 @@ def test_a_busy_host_does_not_hold_back_the_others(pending, tmp_path):
 
     assert run.returncode == 0, out
     assert ivr01_then == (old, before["ivr01_inbound"])
-    # What the operator sees at every retry: service, busy ports, longest call, polls left.
-    waiting = (
-        rf"^WAITING \[ivr01\] IVR Inbound: still waiting after 5 s, \d/4 ports busy "
-        rf"\(ports? [\d, ]*\b{held_port}\b[\d, ]*\), longest call \d+ s; \d+ polls left, "
-        rf"next in 2 s$"
-    )
-    assert re.search(waiting, out, re.MULTILINE), out
     assert (inbound_id(pending, "ivr01"), inbound_id(pending, "ivr02")) == (new, new)
     dropped = {
         (host, service): call(pending, host, service, "/status")["calls_dropped"]
@@ -461,6 +469,79 @@ def test_a_lease_that_ran_out_before_the_stop_stops_nothing(pending, tmp_path):
     ), out
     assert pending.pids() == before
     for service in ("upiq", "outbound"):
+        assert_open(pending, "ivr01", service)
+
+
+# -- what a cut-off run leaves behind -------------------------------------------------------------
+
+
+def record_a_lease(lab, host, service):
+    """Take a lease the way the role does, record and all, as a run cut off after its grant
+    leaves it: the service closed to new calls for an hour, and the record on the host."""
+    index = int(host.removeprefix("ivr"))
+    args = {
+        "service": {"inbound": "IVR Inbound", "outbound": "IVR Outbound", "upiq": "IVR UpIQ"}[
+            service
+        ],
+        "url": f"http://127.0.0.1:{lab.base_port + 10 * index + SERVICES.index(service)}",
+        "action": "request_permission",
+        "lease_seconds": 3600,
+        "wait_seconds": 30,
+        "record_dir": str(lease_dir(lab, host)),
+    }
+    hang_up_all(lab, host, service)
+    cmd = ["ansible", host, "-i", str(REPO / "inventory" / "lab")]
+    cmd += ["-m", "prairiefyre.updater.ivr_port_status", "-a", json.dumps(args)]
+    proc = subprocess.run(cmd, env=lab.env, cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lease = call(lab, host, service, "/status")["lease"]
+    assert lease is not None, proc.stdout
+    return lease["id"]
+
+
+def lease_dir(lab, host):
+    return lab.host_dir(host) / "install" / ".updater" / "leases"
+
+
+def test_release_leases_gives_back_only_what_a_cut_off_run_recorded(pending):
+    recorded = record_a_lease(pending, "ivr01", "inbound")
+    others = take_lease(pending, "ivr01", "outbound")
+    try:
+        rc, out, recap = pending.playbook("release_leases.yml", "-e", "release_leases_hosts=ivr01")
+        after = {s: call(pending, "ivr01", s, "/status") for s in ("inbound", "outbound")}
+    finally:
+        call(pending, "ivr01", "outbound", "/release", {"lease_id": others})
+
+    assert rc == 0, out
+    assert recap["ivr01"]["changed"] == 1, out
+    said = flat(out)
+    assert f"ivr01 IVR Inbound: released lease {recorded}; the service takes calls again" in said
+    assert "ivr01 IVR Outbound: nothing to release, no lease or drain is recorded" in said
+    assert (after["inbound"]["mode"], after["inbound"]["lease"]) == ("open", None)
+    # Somebody else's lease, never recorded on the host, is left alone.
+    assert after["outbound"]["lease"]["id"] == others
+    assert list(lease_dir(pending, "ivr01").glob("*.json")) == []
+
+
+def test_the_next_run_releases_a_lease_a_cut_off_run_left(pending, tmp_path):
+    # ivr_upiq back to its own service alone, so that this update can finish. A lease of an
+    # hour that nobody releases would hold the two polls below off; the run must release it.
+    services = {"ivr_upiq": ["IVR UpIQ"]}
+    apply_patch(pending, make_patch(pending, tmp_path / "patch", "6.3.6.0", ["ivr_upiq"], services))
+    recorded = record_a_lease(pending, "ivr01", "upiq")
+    new = pending.enterprise_manifest()["modules"]["ivr_upiq"]["manifest_id"]
+
+    rc, out, recap = pending.playbook("update_ivr.yml", *IVR01_TWO_POLLS)
+
+    assert rc == 0, out
+    assert re.search(
+        r"TASK \[prairiefyre\.updater\.remote_ivr_update : Release the leases and drains a "
+        r"cut-off run left behind\] \*+\nchanged: \[ivr01\] => \(item=IVR UpIQ: lease " + recorded,
+        out,
+    ), out
+    assert pending.record("ivr01")["modules"]["ivr_upiq"]["manifest_id"] == new
+    assert list(lease_dir(pending, "ivr01").glob("*.json")) == []
+    for service in SERVICES:
         assert_open(pending, "ivr01", service)
 
 

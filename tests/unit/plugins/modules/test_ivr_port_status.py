@@ -8,14 +8,16 @@ command run through AnsibleModule.run_command.
 import json
 import sys
 import textwrap
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 
 from ansible_collections.prairiefyre.updater.plugins.doc_fragments import status_endpoint
 from ansible_collections.prairiefyre.updater.plugins.modules import ivr_port_status
+from ansible_collections.prairiefyre.updater.tests.unit.helpers import FakeService
+
+# Loopback requests must not leave for a proxy named in the environment.
+pytestmark = pytest.mark.usefixtures("no_proxy")
 
 BUSY = {2: 95.0, 5: 30.0, 9: 12.0}
 BUSY_TEXT = "3/16 ports busy (ports 2, 5, 9), longest call 95 s"
@@ -45,62 +47,10 @@ GRANTED = status_body(granted=True, mode="leased", lease={"id": "L1", "expires_i
 REFUSED = status_body(BUSY, granted=False, reason="3 of 16 ports busy")
 
 
-class FakeService:
-    """Replies to each route with the next queued (code, JSON body); the last one repeats."""
-
-    def __init__(self):
-        self.replies = {}
-        self.requests = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                fake.serve(self, "GET")
-
-            def do_POST(self):
-                fake.serve(self, "POST")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        # A short poll interval keeps shutdown() in each teardown quick.
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def reply(self, method, path, *replies):
-        self.replies[(method, path)] = list(replies)
-
-    def serve(self, handler, method):
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = json.loads(handler.rfile.read(length)) if length else None
-        self.requests.append((method, handler.path, body))
-        queue = self.replies.get((method, handler.path)) or [(404, {"error": "no such path"})]
-        code, payload = queue.pop(0) if len(queue) > 1 else queue[0]
-        data = json.dumps(payload).encode()
-        handler.send_response(code)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    # A proxy from the environment would carry the loopback requests off this machine.
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def fake():
-    service = FakeService()
-    yield service
-    service.close()
+    with FakeService(record_auth=False) as service:
+        yield service
 
 
 def args_for(fake, **options):
@@ -419,3 +369,187 @@ def test_command_that_fails(tmp_path, run_module):
 
     where = f'IVR Inbound via command "{sys.executable} {script}"'
     assert result["msg"] == f'{where}: exit code 1 ("wrong service: IVR Inbound")'
+
+
+# -- the record of what an update holds (record_dir) -----------------------------------------
+
+DRAINING = status_body(BUSY, granted=False, mode="draining", drain={"deadline_in": 1800.0})
+
+
+def record_of(directory):
+    """The one record file in directory, as JSON, or None; fails on more than one."""
+    files = sorted(directory.glob("*.json")) if directory.exists() else []
+    assert len(files) <= 1, files
+    return json.loads(files[0].read_text(encoding="utf-8")) if files else None
+
+
+def grant_recorded(fake, run_module, records):
+    """Take the lease L1 with its record in records, as a run of the role does."""
+    fake.reply("POST", "/permission", (200, GRANTED))
+    return run_module(
+        ivr_port_status, args_for(fake, action="request_permission", record_dir=str(records))
+    )
+
+
+def test_a_grant_is_recorded_under_the_service_name(fake, run_module, tmp_path):
+    records = tmp_path / "leases"
+
+    result = grant_recorded(fake, run_module, records)
+
+    written = json.loads((records / "ivr_inbound.json").read_text(encoding="utf-8"))
+    assert result["record"] == written
+    assert {k: written[k] for k in ("service", "kind", "lease_id", "url")} == {
+        "service": "IVR Inbound",
+        "kind": "lease",
+        "lease_id": "L1",
+        "url": fake.url,
+    }
+    assert written["ends_at"] - written["recorded_at"] == pytest.approx(900.0)
+
+
+def test_a_refusal_writes_no_record(fake, run_module, tmp_path):
+    fake.reply("POST", "/permission", (200, REFUSED))
+    records = tmp_path / "leases"
+
+    result = run_module(
+        ivr_port_status, args_for(fake, action="request_permission", record_dir=str(records))
+    )
+
+    assert (result["granted"], result["record"], record_of(records)) == (False, None, None)
+
+
+def test_a_drain_is_recorded_until_granted_and_forgotten_when_it_expired(
+    fake, run_module, tmp_path
+):
+    records = tmp_path / "leases"
+    options = args_for(fake, action="drain", record_dir=str(records))
+    fake.reply("POST", "/drain", (200, DRAINING))
+    run_module(ivr_port_status, options)
+    drained = record_of(records)
+
+    fake.reply("POST", "/drain", (200, GRANTED))
+    run_module(ivr_port_status, options)
+    granted = record_of(records)
+
+    fake.reply("POST", "/drain", (200, status_body(BUSY, granted=False, drain_expired=True)))
+    expired = run_module(ivr_port_status, options)
+
+    assert (drained["kind"], drained["lease_id"]) == ("drain", None)
+    assert drained["ends_at"] - drained["recorded_at"] == pytest.approx(1800.0)
+    assert (granted["kind"], granted["lease_id"]) == ("lease", "L1")
+    assert (expired["drain_expired"], expired["record"], record_of(records)) == (True, None, None)
+
+
+def test_release_without_lease_id_gives_back_the_recorded_lease(fake, run_module, tmp_path):
+    records = tmp_path / "leases"
+    grant_recorded(fake, run_module, records)
+    fake.reply("POST", "/release", (200, status_body(released=True)))
+    fake.requests.clear()
+
+    result = run_module(ivr_port_status, args_for(fake, action="release", record_dir=str(records)))
+
+    assert fake.requests == [("POST", "/release", {"lease_id": "L1"})]
+    assert (result["changed"], result["lease_id"], result["record"]["lease_id"]) == (
+        True,
+        "L1",
+        "L1",
+    )
+    assert result["msg"] == "IVR Inbound: released lease L1; the service takes calls again"
+    assert record_of(records) is None
+
+
+def test_release_of_a_lease_no_longer_held_still_forgets_the_record(fake, run_module, tmp_path):
+    records = tmp_path / "leases"
+    grant_recorded(fake, run_module, records)
+    fake.reply("POST", "/release", (200, status_body(released=False, reason="no lease is held")))
+
+    result = run_module(ivr_port_status, args_for(fake, action="release", record_dir=str(records)))
+
+    assert (result["changed"], result["msg"]) == (
+        False,
+        "IVR Inbound: nothing released (no lease is held)",
+    )
+    assert record_of(records) is None
+
+
+def test_release_of_a_recorded_drain_cancels_it_without_a_lease_id(fake, run_module, tmp_path):
+    records = tmp_path / "leases"
+    fake.reply("POST", "/drain", (200, DRAINING))
+    run_module(ivr_port_status, args_for(fake, action="drain", record_dir=str(records)))
+    fake.reply("POST", "/release", (200, status_body(released=True)))
+    fake.requests.clear()
+
+    result = run_module(ivr_port_status, args_for(fake, action="release", record_dir=str(records)))
+
+    assert fake.requests == [("POST", "/release", {"lease_id": None})]
+    assert result["msg"] == "IVR Inbound: released the drain; the service takes calls again"
+    assert record_of(records) is None
+
+
+def test_release_without_a_record_touches_nothing(fake, run_module, tmp_path):
+    # Somebody else's drain or lease must survive a release that has nothing recorded.
+    fake.reply("GET", "/status", (200, DRAINING))
+
+    result = run_module(
+        ivr_port_status, args_for(fake, action="release", record_dir=str(tmp_path / "leases"))
+    )
+
+    assert fake.requests == [("GET", "/status", None)]
+    assert (result["changed"], result["record"], result["mode"]) == (False, None, "draining")
+    assert result["msg"] == "IVR Inbound: nothing to release, no lease or drain is recorded"
+
+
+def test_release_of_another_lease_keeps_the_record(fake, run_module, tmp_path):
+    records = tmp_path / "leases"
+    grant_recorded(fake, run_module, records)
+    fake.reply("POST", "/release", (200, status_body(released=False, reason="not held")))
+
+    result = run_module(
+        ivr_port_status,
+        args_for(fake, action="release", lease_id="L0", record_dir=str(records)),
+    )
+
+    assert result["record"] is None
+    assert record_of(records)["lease_id"] == "L1"
+
+
+def test_check_mode_shows_the_record_and_keeps_it(fake, run_module, tmp_path):
+    records = tmp_path / "leases"
+    grant_recorded(fake, run_module, records)
+    leased = status_body(mode="leased", lease={"id": "L1", "expires_in": 800.0})
+    fake.reply("GET", "/status", (200, leased))
+    fake.requests.clear()
+
+    result = run_module(
+        ivr_port_status, args_for(fake, action="release", record_dir=str(records)), True
+    )
+
+    assert fake.requests == [("GET", "/status", None)]
+    assert result["msg"] == "IVR Inbound: would release lease L1 (check mode)"
+    assert (result["changed"], result["record"]["lease_id"]) == (True, "L1")
+    assert record_of(records)["lease_id"] == "L1"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("content", "msg_part"),
+    [
+        ("{", "cannot be read"),
+        ('{"service": "IVR Inbound", "kind": "lock"}', "is not one this collection writes"),
+        ('{"service": "IVR Inbound", "kind": "lease"}', "is not one this collection writes"),
+        ("[]", "is not one this collection writes"),
+    ],
+)
+def test_a_damaged_record_fails_naming_the_file(fake, run_module, tmp_path, content, msg_part):
+    records = tmp_path / "leases"
+    records.mkdir()
+    path = records / "ivr_inbound.json"
+    path.write_text(content, encoding="utf-8")
+
+    result = run_module(ivr_port_status, args_for(fake, action="release", record_dir=str(records)))
+
+    assert result["failed"] is True
+    assert f"the lease record {path} {msg_part}" in result["msg"]
+    assert "remove it once the service it names takes calls again" in result["msg"]
+    assert path.read_text(encoding="utf-8") == content
+    assert fake.requests == []

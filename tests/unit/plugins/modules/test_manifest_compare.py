@@ -2,6 +2,7 @@
 """manifest_compare, run through its main() with the run_module fixture."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -102,6 +103,30 @@ def test_lists_the_modules_that_are_newer(run_module, files, check_mode):
         result["msg"]
         == "2 modules need an update: ivr_inbound 1000 -> 1001, ivr_upiq 3000 -> 3001."
     )
+    assert result["leftover_leases"] == []
+
+
+def test_lists_the_leases_and_drains_a_cut_off_run_left(run_module, files):
+    leases = Path(files["record"]).parent / "leases"
+    leases.mkdir()
+    lease = {
+        "service": "IVR UpIQ",
+        "kind": "lease",
+        "lease_id": "L7",
+        "url": "http://127.0.0.1:1",
+        "recorded_at": 1.0,
+        "ends_at": 901.0,
+    }
+    drain = {**lease, "service": "IVR Inbound", "kind": "drain", "lease_id": None}
+    (leases / "ivr_upiq.json").write_text(json.dumps(lease), encoding="utf-8")
+    (leases / "ivr_inbound.json").write_text(json.dumps(drain), encoding="utf-8")
+    (leases / ".ivr_outbound.json.x1.tmp").write_text("{", encoding="utf-8")
+    args = {"enterprise_src": files["enterprise"], "local_manifest": files["record"]}
+
+    result = run_module(manifest_compare, args)
+
+    assert result["leftover_leases"] == [drain, lease]
+    assert result["msg"].endswith(" A cut-off run left drain on IVR Inbound, lease on IVR UpIQ.")
 
 
 CASES = [
