@@ -39,11 +39,14 @@ def _parts(result):
     return task, host.get_name() if host is not None else "?", data
 
 
-def is_gate_poll(data):
+def is_gate_poll(data, task=None):
     """Whether a retried result asked for permission, not for example a version check."""
-    args = (data.get("invocation") or {}).get("module_args") or {}
-    # Without the invocation (a module that hid it) the poll is shown rather than lost.
-    return args.get("action", "request_permission") in GATE_ACTIONS
+    # A retry's result carries no invocation when the task loops; the task's arguments, which
+    # ansible-core has templated by then, say the same.
+    args = (data.get("invocation") or {}).get("module_args") or getattr(task, "args", None)
+    action = (args or {}).get("action", "request_permission")
+    # Without either, or with an action still a template, the poll is shown rather than lost.
+    return action in GATE_ACTIONS or "{{" in str(action)
 
 
 def _seconds(value):
@@ -68,7 +71,7 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_retry(self, result):
         task, host, data = _parts(result)
-        if task is None or task.action not in PORT_STATUS_ACTIONS or not is_gate_poll(data):
+        if task is None or task.action not in PORT_STATUS_ACTIONS or not is_gate_poll(data, task):
             return
 
         self._display.display(progress_line(host, data, task.delay))

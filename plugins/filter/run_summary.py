@@ -106,10 +106,19 @@ def _service_row(host, entry):
     }
 
 
-def _service_line(row):
+# What the header calls each outcome after a check-mode run, which changed nothing.
+_CHECK_WORDS = {**_WORDS, "updated": "to update"}
+
+
+def _service_line(row, check_mode=False):
+    step = f"{row['host']} {row['service']}: {row['module']} {row['old_id']} -> {row['new_id']}"
+    if check_mode:
+        # Nothing waited, stopped or started: the figures of a real run would be made up.
+        action = "would stop and start it" if row["restarted"] else "would not restart it"
+        return f"{step}, {action}; it reports {row['version_reported'] or '?'} now"
+
     return (
-        f"{row['host']} {row['service']}: {row['module']} {row['old_id']} -> {row['new_id']}, "
-        f"reports {row['version_reported'] or '?'}, waited {row['wait_seconds']:.1f} s, "
+        f"{step}, reports {row['version_reported'] or '?'}, waited {row['wait_seconds']:.1f} s, "
         f"down {row['downtime_seconds']:.1f} s, {row['calls_dropped']} calls dropped"
     )
 
@@ -144,14 +153,16 @@ def run_summary(reports):
             notes.append(msg if status in OUTCOMES else f"{msg} (status {status!r})")
 
     totals = {outcome: len(names) for outcome, names in hosts.items()}
-    header = f"{len(reports)} hosts checked: " + ", ".join(
-        f"{totals[outcome]} {_WORDS[outcome]}" for outcome in OUTCOMES
+    words = _CHECK_WORDS if check_mode else _WORDS
+    noun = "host" if len(reports) == 1 else "hosts"
+    header = f"{len(reports)} {noun} checked: " + ", ".join(
+        f"{totals[outcome]} {words[outcome]}" for outcome in OUTCOMES
     )
     if check_mode:
         header += " (check mode: nothing was changed)"
 
     lines = [header]
-    lines += [_service_line(row) for row in services]
+    lines += [_service_line(row, check_mode) for row in services]
     lines += notes
     if hosts["up_to_date"]:
         lines.append("up to date: " + ", ".join(hosts["up_to_date"]))

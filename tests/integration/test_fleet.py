@@ -154,9 +154,9 @@ def test_batches_hold_at_most_the_share_of_the_fleets_capacity(fleet):
 
     assert rc == 0, out
     assert (
-        '"msg": "4 of 4 hosts need an update: ivr01, ivr02, ivr03, ivr04; batches of 2, 1, 1 '
-        "hosts, each at most 32.0 of the fleet's capacity of 80 (a host larger than that goes "
-        'alone)."'
+        '"msg": "4 of 4 hosts need an update: ivr01, ivr02, ivr03, ivr04; 3 batches of 2, 1, 1 '
+        "hosts, each holding at most 40 % of the fleet's IVR capacity of 80 (32); a host larger "
+        'than that goes alone."'
     ) in out
     assert batches(out) == [["ivr01", "ivr02"], ["ivr03"], ["ivr04"]]
     assert all(recap[h]["failed"] == 0 for h in HOSTS)

@@ -1,4 +1,5 @@
-"""Roll back a version that does not start, show a check run's plan, refuse unsafe packages.
+"""Roll back a version that does not start or reports another version, show a check run's
+plan, refuse unsafe packages.
 
 The tests run in file order against one one-host lab (fault_kit.start_lab); each publishes its
 own version of module ivr_inbound, built here with lab/make_bundle.py.
@@ -144,3 +145,20 @@ def test_a_path_that_leaves_the_install_dir_is_refused_before_anything_stops(lab
     assert rc != 0, out
     assert named in words and reason in words, out
     assert (lab.pids(), installed_tree(lab), lab.record(HOST)) == before
+
+
+def test_a_version_that_reports_another_version_is_rolled_back(lab):
+    good = lab.service_status(HOST, "inbound")["version"]
+    good_files = installed_tree(lab)
+    bad, _bad_id = publish(lab, 9, reports="6.3.9.9")
+
+    rc, out, recap, _fired = run(lab, log_name="wrong-version")
+
+    assert rc != 0 and recap[HOST]["failed"] == 1, out
+    # The loop's own "One or more items failed" names nothing; the message names the service.
+    assert (
+        f"{MODULE} (IVR Inbound) was not updated to {bad}: IVR Inbound still reports 6.3.9.9 "
+        "after 10 s; the old files were restored and the services started again on them."
+    ) in " ".join(out.split()), out
+    assert lab.service_status(HOST, "inbound")["version"] == good
+    assert installed_tree(lab) == good_files

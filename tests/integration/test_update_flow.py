@@ -58,6 +58,17 @@ def test_check_mode_reports_changes_and_stops_nothing(lab):
     assert all(recap[h]["changed"] > 0 for h in HOSTS), out
     assert lab.pids() == before
     assert lab.record("ivr01")["modules"]["ivr_inbound"]["manifest_id"] == 1000
+    # The summary says what a real run would do, with no made-up wait or downtime.
+    said = " ".join(out.split())
+    assert (
+        "2 hosts checked: 2 to update, 0 up to date, 0 waiting, 0 failed, 0 held back "
+        "(check mode: nothing was changed)" in said
+    ), out
+    for host in HOSTS:
+        assert (
+            f"{host} IVR Inbound: ivr_inbound 1000 -> 1001, would stop and start it; it reports "
+            "6.3.1.0 now" in said
+        ), out
 
 
 def test_update_restarts_only_the_patched_services(lab):
@@ -123,7 +134,16 @@ def test_an_unreachable_enterprise_fails_every_host_and_stops_nothing(lab):
     )
 
     assert rc != 0
-    assert "http://127.0.0.1:9/manifest.json" in out
+    assert {host: recap[host]["failed"] for host in HOSTS} == dict.fromkeys(HOSTS, 1), out
+    said = " ".join(out.split())
+    assert "2 hosts checked: 0 updated, 0 up to date, 0 waiting, 2 failed, 0 held back" in said
+    for host in HOSTS:
+        # Each host is named with the cause, not only the one that ran the read.
+        assert (
+            f"{host}: not checked: the enterprise manifest could not be read (cannot fetch "
+            "http://127.0.0.1:9/manifest.json: [Errno 111] Connection refused); nothing was "
+            "stopped" in said
+        ), out
     assert lab.pids() == before
 
 

@@ -12,9 +12,10 @@ WAITING_MSG = "IVR Inbound: still waiting after 5 s, 2/4 ports busy (ports 1, 3)
 
 
 class Task:
-    def __init__(self, action, delay):
+    def __init__(self, action, delay, args=None):
         self.action = action
         self.delay = delay
+        self.args = args or {}
 
 
 class Host:
@@ -88,6 +89,25 @@ def shown():
 )
 def test_one_line_per_permission_poll(shown, task_action, data, delay, lines):
     shown.v2_runner_retry(Result(Task(task_action, delay), data))
+
+    assert shown._display.lines == lines
+
+
+@pytest.mark.parametrize(
+    ("args", "lines"),
+    [
+        ({"action": "query"}, []),
+        ({"action": "drain"}, [f"WAITING [ivr01] {WAITING_MSG}; 57 polls left, next in 1 s"]),
+        ({"action": "{{ mode }}"}, [f"WAITING [ivr01] {WAITING_MSG}; 57 polls left, next in 1 s"]),
+        ({}, [f"WAITING [ivr01] {WAITING_MSG}; 57 polls left, next in 1 s"]),
+    ],
+    ids=["version-check", "drain", "untemplated", "default-action"],
+)
+def test_a_looped_retry_without_invocation_is_told_by_the_task_args(shown, args, lines):
+    # ansible-core drops the invocation from the retries of a looped task.
+    task = Task("prairiefyre.updater.ivr_port_status", 1, args)
+
+    shown.v2_runner_retry(Result(task, poll(invocation=None)))
 
     assert shown._display.lines == lines
 

@@ -93,7 +93,7 @@ LINE_CASES = [
     pytest.param(
         [dict(UPDATED, check_mode=True, services=[])],
         [
-            "1 hosts checked: 1 updated, 0 up to date, 0 waiting, 0 failed, 0 held back "
+            "1 host checked: 1 to update, 0 up to date, 0 waiting, 0 failed, 0 held back "
             "(check mode: nothing was changed)"
         ],
         id="check-mode",
@@ -101,7 +101,7 @@ LINE_CASES = [
     pytest.param(
         [{"host": "ivr07", "status": "running", "msg": "ivr07: cut off"}],
         [
-            "1 hosts checked: 0 updated, 0 up to date, 0 waiting, 1 failed, 0 held back",
+            "1 host checked: 0 updated, 0 up to date, 0 waiting, 1 failed, 0 held back",
             "ivr07: cut off (status 'running')",
         ],
         id="unknown-status-counts-as-failed",
@@ -109,7 +109,7 @@ LINE_CASES = [
     pytest.param(
         [{"host": "ivr08", "status": "failed"}],
         [
-            "1 hosts checked: 0 updated, 0 up to date, 0 waiting, 1 failed, 0 held back",
+            "1 host checked: 0 updated, 0 up to date, 0 waiting, 1 failed, 0 held back",
             "ivr08: no message",
         ],
         id="failed-without-message",
@@ -118,6 +118,35 @@ LINE_CASES = [
         [],
         ["0 hosts checked: 0 updated, 0 up to date, 0 waiting, 0 failed, 0 held back"],
         id="no-hosts",
+    ),
+    pytest.param(
+        [
+            dict(
+                UPDATED,
+                check_mode=True,
+                services=[
+                    dict(
+                        service("IVR Inbound", "ivr_inbound", 1000, 1001, wait=0, down=0),
+                        version_reported="6.3.1.0",
+                    ),
+                    dict(
+                        service("IVR UpIQ", "ivr_upiq", 3000, 3001, wait=0, down=0),
+                        restarted=False,
+                    ),
+                ],
+            ),
+            UP_TO_DATE,
+        ],
+        [
+            "2 hosts checked: 1 to update, 1 up to date, 0 waiting, 0 failed, 0 held back "
+            "(check mode: nothing was changed)",
+            # No wait, downtime or drop figures: a check-mode run has none to give.
+            "ivr01 IVR Inbound: ivr_inbound 1000 -> 1001, would stop and start it; it reports "
+            "6.3.1.0 now",
+            "ivr01 IVR UpIQ: ivr_upiq 3000 -> 3001, would not restart it; it reports 6.3.2.0 now",
+            "up to date: ivr02",
+        ],
+        id="check-mode-services",
     ),
 ]
 
