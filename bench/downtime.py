@@ -8,6 +8,8 @@ one run of this script:
   `supervisorctl restart`: the baseline is the faster of the two;
 - updates module ivr_inbound with `update_ivr.yml` to versions whose payload file is 1, 100
   and 500 MiB (each size --repeats times), one bare restart of each kind after each update;
+  each downtime is split into the service's shutdown, supervisord's "stopped" to "spawned"
+  (the part the updater controls) and the service's start-up;
 - updates once more to a 1 GiB payload while it samples the memory of the ansible-playbook
   process tree.
 
@@ -68,7 +70,7 @@ class Lab:
         self.dir = directory
         self.port = base_port + 10  # host 1, service 0: IVR Inbound
         self.bytes_log = directory / "bytes.log"
-        self.gaps: dict[str, list[float]] = {}
+        self.gaps: dict[str, list[dict[str, float]]] = {}
         scratch = directory / "scratch"
         self.env = dict(
             os.environ,
@@ -134,6 +136,8 @@ class Poller:
         self.port = port
         self.interval = interval
         self.answered: list[float] = []
+        # supervisord logs wall-clock times; the gaps are measured on the monotonic clock.
+        self._wall_offset = time.time() - time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -163,16 +167,23 @@ class Poller:
         times = self.answered
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
+    def gap_bounds(self) -> tuple[float, float] | None:
+        """Wall-clock time of the last answer before the longest gap and the first after."""
+        times = self.answered
+        if len(times) < 2:
+            return None
+        index = max(range(len(times) - 1), key=lambda i: times[i + 1] - times[i])
+        offset = self._wall_offset
+        return times[index] + offset, times[index + 1] + offset
+
 
 SUPERVISORD_LINE = re.compile(
     r"^(\S+ \S+),(\d{3}) INFO (stopped: ivr01_inbound|spawned: 'ivr01_inbound')", re.M
 )
 
 
-def stopped_to_spawned(lab: Lab) -> float:
-    """Seconds between supervisord's last "stopped" and "spawned" of the service: the part of
-    a restart that the updater or supervisorctl controls, without the service's own shutdown
-    and start-up."""
+def supervisord_events(lab: Lab) -> tuple[float, float] | None:
+    """Wall-clock times of supervisord's last "stopped" and "spawned" of the service."""
     text = (lab.dir / "logs" / "supervisord.log").read_text(encoding="utf-8", errors="replace")
     events = [
         (time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000, what)
@@ -180,7 +191,20 @@ def stopped_to_spawned(lab: Lab) -> float:
     ]
     stops = [when for when, what in events if what.startswith("stopped")]
     spawns = [when for when, what in events if what.startswith("spawned")]
-    return spawns[-1] - stops[-1] if stops and spawns else float("nan")
+    return (stops[-1], spawns[-1]) if stops and spawns else None
+
+
+def phases(lab: Lab, poller: Poller) -> dict[str, float]:
+    """The downtime in three parts: the service's shutdown (last answer to supervisord's
+    "stopped"), the part the updater or supervisorctl controls ("stopped" to "spawned"), and
+    the service's start-up ("spawned" to its first answer). supervisord logs milliseconds, so
+    each part is good to about 1 ms."""
+    nan = float("nan")
+    events, bounds = supervisord_events(lab), poller.gap_bounds()
+    if events is None or bounds is None:
+        return {"shutdown": nan, "window": nan, "startup": nan}
+    (stopped, spawned), (last, first) = events, bounds
+    return {"shutdown": stopped - last, "window": spawned - stopped, "startup": first - spawned}
 
 
 def sha256_of(path: Path) -> str:
@@ -287,7 +311,7 @@ def restart_bare(lab: Lab, how: str) -> float:
         result = lab.ansible(*command, log=f"restart-{how}")
     if result.returncode != 0:
         raise SystemExit(f"bench: the bare restart ({how}) failed; see {lab.dir}/restart-{how}.log")
-    lab.gaps.setdefault(how, []).append(stopped_to_spawned(lab))
+    lab.gaps.setdefault(how, []).append(phases(lab, poller))
     return poller.longest_gap()
 
 
@@ -304,7 +328,7 @@ def update(lab: Lab, number: int, size: int) -> dict:
     return {
         "version": version,
         "downtime": poller.longest_gap(),
-        "window": stopped_to_spawned(lab),
+        "phases": phases(lab, poller),
         "sent": lab.sent_file_bytes(),
         "changed": changed,
         "seconds": time.monotonic() - began,
@@ -366,7 +390,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lab-dir", help="lab directory (default: a new one under /tmp)")
     parser.add_argument("--base-port", type=int, default=19460, help="lab base port (19460)")
     parser.add_argument("--sizes", default="1,100,500", help="payloads in MiB (1,100,500)")
-    parser.add_argument("--repeats", type=int, default=3, help="updates per payload (3)")
+    parser.add_argument("--repeats", type=int, default=5, help="updates per payload (5)")
     parser.add_argument("--restarts", type=int, default=4, help="bare restarts first (4)")
     parser.add_argument("--rss-size", type=int, default=1024, help="MiB for memory; 0: skip")
     parser.add_argument("--keep", action="store_true", help="leave the lab up and on disk")
@@ -399,8 +423,11 @@ def measure(lab: Lab, args: argparse.Namespace, sizes: list[int]) -> int:
         for _repeat in range(args.repeats):
             number += 1
             runs.setdefault(size, []).append(update(lab, number, size * MIB))
+            last = runs[size][-1]
             print(
-                f"update {number}: {size} MiB, down {runs[size][-1]['downtime']:.3f} s", flush=True
+                f"update {number}: {size} MiB, down {last['downtime']:.3f} s "
+                f"({_phases([last['phases']]).removeprefix('median ms: ')} ms)",
+                flush=True,
             )
             # Interleaved, so that the baselines see the same machine load as the updates.
             bare.append(restart_bare(lab, "ivr_service"))
@@ -411,7 +438,7 @@ def measure(lab: Lab, args: argparse.Namespace, sizes: list[int]) -> int:
         ("supervisorctl restart", "supervisorctl", ctl),
     ):
         print(f"bare restart, {name}: {_secs(values)}, median {statistics.median(values):.3f} s")
-        print(f"  supervisord stopped -> spawned: {_ms(lab.gaps[how])}")
+        print(f"  {_phases(lab.gaps[how])}")
     # The stricter baseline: the faster of the two bare restarts.
     baseline = min(statistics.median(bare), statistics.median(ctl))
 
@@ -428,7 +455,7 @@ def measure(lab: Lab, args: argparse.Namespace, sizes: list[int]) -> int:
             f"{sum(r['changed'] for r in results)} B changed; "
             f"{statistics.median(r['seconds'] for r in results):.1f} s a run"
         )
-        print(f"  supervisord stopped -> spawned: {_ms([r['window'] for r in results])}")
+        print(f"  {_phases([r['phases'] for r in results])}")
 
     rss = "n/a"
     if args.rss_size:
@@ -444,8 +471,18 @@ def measure(lab: Lab, args: argparse.Namespace, sizes: list[int]) -> int:
     return 0
 
 
-def _ms(values: list[float]) -> str:
-    return " ".join(f"{value * 1000:.0f}" for value in values) + " ms"
+def _phases(runs: list[dict[str, float]]) -> str:
+    """Median of each part of the downtime, in ms."""
+    parts = []
+    for name, label in (
+        ("shutdown", "shutdown"),
+        ("window", "supervisord stopped -> spawned"),
+        ("startup", "start-up"),
+    ):
+        values = [run[name] for run in runs if run[name] == run[name]]
+        median = f"{statistics.median(values) * 1000:.0f}" if values else "n/a"
+        parts.append(f"{label} {median}")
+    return "median ms: " + ", ".join(parts)
 
 
 def _secs(values: list[float]) -> str:
