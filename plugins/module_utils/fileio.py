@@ -12,7 +12,11 @@ import os
 import re
 import tempfile
 
-from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import PathError, shown
+from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
+    PathError,
+    UpdaterError,
+    shown,
+)
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -46,6 +50,20 @@ def copy_file(src, dst, mode=0o644):
         os.fsync(target.fileno())
     os.chmod(dst, mode)
     return size, digest.hexdigest()
+
+
+def list_dir(path, what, error=UpdaterError):
+    """The names in directory path; an OSError becomes ``error`` naming ``what`` and the path.
+
+    A missing directory raises FileNotFoundError unchanged, for callers to whom it means
+    "nothing there".
+    """
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"cannot list {what} {path}: {exc.strerror}", file=path) from None
 
 
 def fsync_dir(path):

@@ -16,6 +16,7 @@ import time
 
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError
 from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import (
+    list_dir,
     write_json_atomic,
 )
 
@@ -65,13 +66,9 @@ def remove_record(directory, service):
 def list_records(directory):
     """Every record in the directory, sorted by service; an absent directory holds none."""
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(list_dir(directory, "the lease record directory"))
     except FileNotFoundError:
         return []
-    except OSError as error:
-        raise UpdaterError(
-            f"cannot list the lease records in {directory}: {error.strerror}", file=directory
-        ) from error
 
     records = []
     for name in names:

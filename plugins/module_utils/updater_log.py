@@ -22,6 +22,7 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import 
     UpdaterError,
     shown,
 )
+from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import list_dir
 
 LOG_NAME = "UpdaterService.log"
 DEFAULT_ASSEMBLY = "prairieFyre.Updater.Tasks"
@@ -271,12 +272,7 @@ def log_files(path):
     if not os.path.isdir(path):
         raise LogError(f"updater log {path} does not exist", file=path)
 
-    try:
-        names = os.listdir(path)
-    except OSError as exc:
-        raise LogError(
-            f"cannot list the Logs directory {path}: {exc.strerror}", file=path
-        ) from None
+    names = list_dir(path, "the Logs directory", LogError)
 
     keyed = []
     for name in names:
