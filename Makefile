@@ -81,8 +81,8 @@ lint: venv
 	ruff format --check $(PY_DIRS)
 	ruff check $(PY_DIRS)
 	yamllint -s .
-	ANSIBLE_HOME=$(BUILD)/lint-home ansible-lint --offline --profile production roles playbooks
-	ANSIBLE_HOME=$(BUILD)/lint-home ansible-lint --offline --profile production extensions/molecule
+	ANSIBLE_HOME=$(BUILD)/lint-home ansible-lint --offline --strict --profile production roles playbooks
+	ANSIBLE_HOME=$(BUILD)/lint-home ansible-lint --offline --strict --profile production extensions/molecule
 	antsibull-changelog lint
 
 units: venv
