@@ -159,7 +159,7 @@ def run_summary(reports):
         f"{totals[outcome]} {words[outcome]}" for outcome in OUTCOMES
     )
     if check_mode:
-        header += " (check mode: nothing was changed)"
+        header += " (check mode: no host was changed)"
 
     lines = [header]
     lines += [_service_line(row, check_mode) for row in services]

@@ -304,6 +304,9 @@ def run(module):
             # release without a lease ID would cancel somebody else's drain.
             outcome = client.query()
             outcome.msg = f"{params['service']}: nothing to release, no lease or drain is recorded"
+            if outcome.status.mode != "open":
+                # Not this collection's to end, but the operator must know callers are refused.
+                outcome.msg += f"; {_closed_by_others(outcome.status)}"
             return {**outcome.result(), "record": None}
 
         if lease_id is None:
@@ -332,6 +335,19 @@ def run(module):
     elif record_dir:
         result["record"] = _keep_record(params, action, outcome, record, lease_id)
     return result
+
+
+def _closed_by_others(status):
+    """Why a service with nothing recorded takes no new calls, and until when."""
+    if status.mode == "leased":
+        text = f"the service is leased by someone else (lease {status.lease_id}"
+        if status.lease_expires_in is not None:
+            text += f", expires in {status.lease_expires_in:.0f} s"
+        return text + ") and takes no new calls until then"
+    text = f"the service is {status.mode}, started by someone else"
+    if status.drain_deadline_in is not None:
+        text += f", deadline in {status.drain_deadline_in:.0f} s"
+    return text + ", and takes no new calls until it ends"
 
 
 def _keep_record(params, action, outcome, record, lease_id):

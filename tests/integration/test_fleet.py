@@ -154,9 +154,9 @@ def test_batches_hold_at_most_the_share_of_the_fleets_capacity(fleet):
 
     assert rc == 0, out
     assert (
-        '"msg": "4 of 4 hosts need an update: ivr01, ivr02, ivr03, ivr04; 3 batches of 2, 1, 1 '
-        "hosts, each holding at most 40 % of the fleet's IVR capacity of 80 (32); a host larger "
-        'than that goes alone."'
+        '"msg": "4 of 4 hosts need an update: ivr01, ivr02, ivr03, ivr04; in 3 batches of 2, 1 '
+        "and 1 hosts: a batch holds at most 40 % of the fleet's IVR capacity (32 of 80), and a "
+        'host larger than that goes alone."'
     ) in out
     assert batches(out) == [["ivr01", "ivr02"], ["ivr03"], ["ivr04"]]
     assert all(recap[h]["failed"] == 0 for h in HOSTS)
@@ -246,7 +246,10 @@ def test_verify_needs_no_time_to_check_the_log_against_the_last_update(fleet):
     rc, out, _recap = fleet.playbook("verify_ivr.yml")
 
     assert rc == 0, out
-    assert '"msg": "ivr03: IVR Outbound runs 6.3.3.0."' in out
+    assert (
+        '"msg": "ivr03: IVR Outbound runs 6.3.3.0, the version the enterprise ships for its '
+        'module."'
+    ) in out
 
 
 def test_verify_fails_a_post_task_older_than_the_last_update(fleet):

@@ -62,7 +62,7 @@ def test_check_mode_reports_changes_and_stops_nothing(lab):
     said = " ".join(out.split())
     assert (
         "2 hosts checked: 2 to update, 0 up to date, 0 waiting, 0 failed, 0 held back "
-        "(check mode: nothing was changed)" in said
+        "(check mode: no host was changed)" in said
     ), out
     for host in HOSTS:
         assert (
@@ -111,8 +111,16 @@ def test_verification_passes(lab):
     rc, out, recap = lab.playbook("verify_ivr.yml")
 
     assert rc == 0, out
-    assert "ivr01: IVR Inbound runs 6.3.2.0." in out
-    assert "ivr02: IVR UpIQ runs 6.3.2.0." in out
+    said = " ".join(out.split())
+    for host, service in (("ivr01", "IVR Inbound"), ("ivr02", "IVR UpIQ")):
+        assert (
+            f"{host}: {service} runs 6.3.2.0, the version the enterprise ships for its module."
+            in said
+        ), out
+    # IVR Outbound's module was not in the patch: its older version is the right one.
+    assert (
+        "ivr01: IVR Outbound runs 6.3.1.0, the version the enterprise ships for its module." in said
+    ), out
 
 
 def test_the_update_dropped_no_call(lab):

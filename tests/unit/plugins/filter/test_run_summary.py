@@ -94,7 +94,7 @@ LINE_CASES = [
         [dict(UPDATED, check_mode=True, services=[])],
         [
             "1 host checked: 1 to update, 0 up to date, 0 waiting, 0 failed, 0 held back "
-            "(check mode: nothing was changed)"
+            "(check mode: no host was changed)"
         ],
         id="check-mode",
     ),
@@ -139,7 +139,7 @@ LINE_CASES = [
         ],
         [
             "2 hosts checked: 1 to update, 1 up to date, 0 waiting, 0 failed, 0 held back "
-            "(check mode: nothing was changed)",
+            "(check mode: no host was changed)",
             # No wait, downtime or drop figures: a check-mode run has none to give.
             "ivr01 IVR Inbound: ivr_inbound 1000 -> 1001, would stop and start it; it reports "
             "6.3.1.0 now",

@@ -496,7 +496,26 @@ def test_release_without_a_record_touches_nothing(fake, run_module, tmp_path):
 
     assert fake.requests == [("GET", "/status", None)]
     assert (result["changed"], result["record"], result["mode"]) == (False, None, "draining")
-    assert result["msg"] == "IVR Inbound: nothing to release, no lease or drain is recorded"
+    assert result["msg"] == (
+        "IVR Inbound: nothing to release, no lease or drain is recorded; the service is "
+        "draining, started by someone else, deadline in 1800 s, and takes no new calls until "
+        "it ends"
+    )
+
+
+def test_release_without_a_record_says_whose_lease_keeps_callers_out(fake, run_module, tmp_path):
+    leased = status_body(mode="leased", lease={"id": "L9", "expires_in": 412.4})
+    fake.reply("GET", "/status", (200, leased))
+
+    result = run_module(
+        ivr_port_status, args_for(fake, action="release", record_dir=str(tmp_path / "leases"))
+    )
+
+    assert (result["changed"], result["lease_id"]) == (False, "L9")
+    assert result["msg"] == (
+        "IVR Inbound: nothing to release, no lease or drain is recorded; the service is leased "
+        "by someone else (lease L9, expires in 412 s) and takes no new calls until then"
+    )
 
 
 def test_release_of_another_lease_keeps_the_record(fake, run_module, tmp_path):
