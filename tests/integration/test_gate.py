@@ -528,13 +528,17 @@ def test_release_leases_gives_back_only_what_a_cut_off_run_recorded(pending):
 
 def test_the_next_run_releases_a_lease_a_cut_off_run_left(pending, tmp_path):
     # ivr_upiq back to its own service alone, so that this update can finish. A lease of an
-    # hour that nobody releases would hold the two polls below off; the run must release it.
+    # hour that nobody releases would hold every one of the 31 polls below off; the run must
+    # release it. Once released, the service takes random calls again (a port is busy about
+    # half the time), so two polls could both meet a call: 31 polls a second apart cannot.
     services = {"ivr_upiq": ["IVR UpIQ"]}
     apply_patch(pending, make_patch(pending, tmp_path / "patch", "6.3.6.0", ["ivr_upiq"], services))
     recorded = record_a_lease(pending, "ivr01", "upiq")
     new = pending.enterprise_manifest()["modules"]["ivr_upiq"]["manifest_id"]
 
-    rc, out, recap = pending.playbook("update_ivr.yml", *IVR01_TWO_POLLS)
+    rc, out, recap = pending.playbook(
+        "update_ivr.yml", *IVR01_TWO_POLLS, "-e", "remote_ivr_update_permission_retries=30"
+    )
 
     assert rc == 0, out
     assert re.search(
