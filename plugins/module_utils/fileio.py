@@ -66,6 +66,38 @@ def list_dir(path, what, error=UpdaterError):
         raise error(f"cannot list {what} {path}: {exc.strerror}", file=path) from None
 
 
+def read_json_object(path, unreadable):
+    """The JSON object in file path as a dict, or None when there is no such file.
+
+    A file that is there but cannot be read, or holds no JSON object, is the caller's to
+    judge: the result is ``unreadable(error)``, which may stand in a value or raise the
+    caller's own error. The updater's state files (journal, staging marker, lease record,
+    backup note) differ only there.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        return unreadable(error)
+
+    if not isinstance(data, dict):
+        return unreadable(ValueError(f"it holds {_json_kind(data)}, not a JSON object"))
+    return data
+
+
+def _json_kind(value):
+    """How JSON names the kind of a parsed value: "null", "an array", "a number" ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
+
+
 def fsync_dir(path):
     """Flush a directory entry (a rename or a new file) to disk where the platform allows it."""
     if os.name != "posix":

@@ -16,7 +16,6 @@ again, and ``repair`` runs it when a crash came first.
 import ctypes
 import datetime
 import errno
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ import sys
 
 from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import (
     fsync_dir,
+    read_json_object,
     write_json_atomic,
 )
 from ansible_collections.prairiefyre.updater.plugins.module_utils.manifest import (
@@ -136,12 +136,8 @@ def _fsync_parents(*paths):
 
 def read_journal(layout):
     """The pending step of the module, or None; a journal that makes no sense stops everything."""
-    try:
-        with open(layout.journal, encoding="utf-8") as handle:
-            journal = json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
+
+    def unreadable(exc):
         raise SwapError(
             f"journal {layout.journal} is unreadable ({exc}); compare {layout.target} with the "
             f"newest backup under {layout.backup_root} by hand, then delete the journal",
@@ -149,9 +145,12 @@ def read_journal(layout):
             path=layout.journal,
         ) from None
 
+    journal = read_json_object(layout.journal, unreadable)
+    if journal is None:
+        return None
+
     expected = (
-        isinstance(journal, dict)
-        and journal.get("format") == JOURNAL_FORMAT
+        journal.get("format") == JOURNAL_FORMAT
         and journal.get("op") in ("swap", "rollback")
         and journal.get("target") == layout.target
         and all(within(str(journal.get(key)), layout.state) for key in ("src", "aside"))
@@ -300,12 +299,8 @@ def new_backup_path(layout, old_id):
 
 
 def read_backup_meta(path):
-    try:
-        with open(path + ".json", encoding="utf-8") as handle:
-            meta = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+    """The note beside a backup; a missing or damaged one says nothing ({})."""
+    return read_json_object(path + ".json", lambda _error: {}) or {}
 
 
 def backup_of(layout):

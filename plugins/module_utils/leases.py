@@ -17,6 +17,7 @@ import time
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError
 from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import (
     list_dir,
+    read_json_object,
     write_json_atomic,
 )
 
@@ -80,21 +81,19 @@ def list_records(directory):
 
 
 def _load(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
+    def unreadable(error):
         raise UpdaterError(
             f"the lease record {path} cannot be read ({error}); remove it once the service it "
             "names takes calls again",
             file=path,
         ) from error
 
+    data = read_json_object(path, unreadable)
+    if data is None:
+        return None
+
     valid = (
-        isinstance(data, dict)
-        and isinstance(data.get("service"), str)
+        isinstance(data.get("service"), str)
         and data.get("kind") in KINDS
         and (data.get("lease_id") is None or isinstance(data.get("lease_id"), str))
         and (data["kind"] == "drain" or data.get("lease_id"))

@@ -9,7 +9,6 @@ slow happens here, so that the stop-to-start window holds renames only.
 
 import errno
 import hashlib
-import json
 import os
 import stat
 
@@ -17,6 +16,7 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.fileio import 
     CHUNK_SIZE,
     copy_file,
     join_relative,
+    read_json_object,
     sha256_file,
     write_json_atomic,
 )
@@ -49,14 +49,8 @@ _NO_LINK_ERRNOS.add(getattr(errno, "EOPNOTSUPP", errno.ENOTSUP))
 
 
 def load_marker(layout):
-    try:
-        with open(layout.marker, encoding="utf-8") as handle:
-            marker = json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {}
-    return marker if isinstance(marker, dict) else {}
+    """The staging marker, None when there is none, {} when it cannot vouch for anything."""
+    return read_json_object(layout.marker, lambda _error: {})
 
 
 def marker_problem(layout, marker, files):

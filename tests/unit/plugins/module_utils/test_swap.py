@@ -866,7 +866,11 @@ def test_crash_repair_refuses_a_state_it_cannot_explain(layout, monkeypatch):
     [
         ("{half", "is unreadable (Expecting property name enclosed in double quotes: line 1 "),
         ('{"format": 1, "op": "swap", "target": "/elsewhere"}', "does not describe"),
+        # A journal that holds no object is damaged, not absent: nothing may run past it.
+        ("null", "is unreadable (it holds null, not a JSON object)"),
+        ("[]", "is unreadable (it holds an array, not a JSON object)"),
     ],
+    ids=["truncated", "other-target", "null", "list"],
 )
 def test_a_broken_journal_stops_every_action(layout, content, reason):
     os.makedirs(os.path.dirname(layout.journal))

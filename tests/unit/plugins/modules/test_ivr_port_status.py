@@ -556,7 +556,7 @@ def test_check_mode_shows_the_record_and_keeps_it(fake, run_module, tmp_path):
         ("{", "cannot be read"),
         ('{"service": "IVR Inbound", "kind": "lock"}', "is not one this collection writes"),
         ('{"service": "IVR Inbound", "kind": "lease"}', "is not one this collection writes"),
-        ("[]", "is not one this collection writes"),
+        ("[]", "cannot be read (it holds an array, not a JSON object)"),
     ],
 )
 def test_a_damaged_record_fails_naming_the_file(fake, run_module, tmp_path, content, msg_part):
