@@ -213,7 +213,9 @@ def url(lab):
 
 
 def refused(lab, message, *args):
-    """Run update_ivr.yml; assert it fails with message and that nothing stopped or changed."""
+    """Run update_ivr.yml; assert it fails with message and that nothing stopped or changed.
+
+    Returns the run's output."""
     before = (lab.pids(), installs(lab))
 
     rc, out, recap = lab.playbook("update_ivr.yml", *args)
@@ -224,6 +226,7 @@ def refused(lab, message, *args):
         recap.keys() & set(HOSTS)
     )
     assert (lab.pids(), installs(lab)) == before
+    return out
 
 
 @pytest.mark.bad_input
@@ -255,14 +258,20 @@ def test_a_manifest_signed_by_another_key_is_refused(lab, keys):
 @pytest.mark.bad_input
 def test_an_unsigned_manifest_is_refused_by_a_host_that_pulls(lab, keys, enterprise_kept):
     (dist(lab) / "manifest.json.sig").unlink()
-
-    refused(
-        lab,
+    cause = (
         f"enterprise manifest {url(lab)}: it has no readable signature, and a host that trusts a "
-        f"key refuses an unsigned manifest: cannot fetch {url(lab)}.sig: HTTP 404 File not found",
-        "-e",
-        extra_vars(lab, keys, remote_ivr_update_pull_from_enterprise=True),
+        f"key refuses an unsigned manifest: cannot fetch {url(lab)}.sig: HTTP 404 File not found"
     )
+
+    out = refused(
+        lab, cause, "-e", extra_vars(lab, keys, remote_ivr_update_pull_from_enterprise=True)
+    )
+
+    # Every host failed its own read, and the run still sums up and names each host's cause.
+    said = " ".join(out.split())
+    assert "2 hosts checked: 0 updated, 0 up to date, 0 waiting, 2 failed, 0 held back" in said
+    for host in HOSTS:
+        assert f"{host}: not checked: {cause}; nothing was stopped" in said, out
 
 
 @pytest.mark.bad_input
