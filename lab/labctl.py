@@ -657,6 +657,7 @@ def report_rows(lab: Lab, host: str, report: dict) -> list[list]:
                 _seconds(entry.get("wait_seconds")),
                 _seconds(entry.get("downtime_seconds")),
                 entry.get("calls_dropped"),
+                entry.get("calls_turned_away"),
                 running,
                 dropped_total,
             ]
@@ -671,7 +672,7 @@ def cmd_report(lab: Lab, args: argparse.Namespace) -> int:
         hosts += sorted(p.stem for p in lab.reports.glob("*.json") if p.stem not in hosts)
 
     headers = ["service", "module", "manifest id", "version", "wait s", "down s", "dropped"]
-    headers += ["running now", "dropped total"]
+    headers += ["turned away", "running now", "dropped total"]
     outcomes: dict[str, list[str]] = {}
     for host in hosts:
         path = lab.reports / f"{host}.json"

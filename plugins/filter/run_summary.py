@@ -20,7 +20,8 @@ options:
       - The reports, one per host, in the order to show them.
       - Each has C(host), C(status), C(msg) and C(services), a list with C(service), C(module),
         C(old_id), C(new_id), C(version_reported), C(wait_seconds), C(downtime_seconds) and
-        C(calls_dropped); C(product_version) and C(check_mode) are optional.
+        C(calls_dropped); C(calls_turned_away), C(product_version) and C(check_mode) are
+        optional.
     type: list
     elements: dict
     required: true
@@ -56,6 +57,12 @@ _value:
       elements: dict
     calls_dropped:
       description: Calls the run's stops cut off, over every service.
+      type: int
+    calls_turned_away:
+      description:
+        - Callers the services turned away while they were closed for the update, from the
+          grant (or the start of a drain) to the stop, over the services that report it.
+        - Null when no service reports it.
       type: int
     downtime_seconds:
       description: The services' downtime added up.
@@ -103,7 +110,20 @@ def _service_row(host, entry):
         "wait_seconds": _number(entry.get("wait_seconds")),
         "downtime_seconds": _number(entry.get("downtime_seconds")),
         "calls_dropped": _number(entry.get("calls_dropped"), int),
+        # None where the service does not count the callers it turns away.
+        "calls_turned_away": _count(entry.get("calls_turned_away")),
     }
+
+
+def _count(value):
+    """A non-negative whole count, or None when there is none to give."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        return None
+    return count if count >= 0 else None
 
 
 # What the header calls each outcome after a check-mode run, which changed nothing.
@@ -117,10 +137,17 @@ def _service_line(row, check_mode=False):
         action = "would stop and start it" if row["restarted"] else "would not restart it"
         return f"{step}, {action}; it reports {row['version_reported'] or '?'} now"
 
-    return (
+    line = (
         f"{step}, reports {row['version_reported'] or '?'}, waited {row['wait_seconds']:.1f} s, "
-        f"down {row['downtime_seconds']:.1f} s, {row['calls_dropped']} calls dropped"
+        f"down {row['downtime_seconds']:.1f} s, {_many(row['calls_dropped'], 'call')} dropped"
     )
+    if row["calls_turned_away"] is not None:
+        line += f", {_many(row['calls_turned_away'], 'caller')} turned away while it was closed"
+    return line
+
+
+def _many(count, noun):
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def run_summary(reports):
@@ -173,11 +200,18 @@ def run_summary(reports):
         "hosts": hosts,
         "services": services,
         "calls_dropped": sum(row["calls_dropped"] for row in services),
+        "calls_turned_away": _total(row["calls_turned_away"] for row in services),
         "downtime_seconds": round(sum(row["downtime_seconds"] for row in services), 2),
         "product_version": versions[-1] if versions else "",
         "check_mode": check_mode,
         "lines": lines,
     }
+
+
+def _total(counts):
+    """The sum of the counts that are known, or None when none is."""
+    known = [count for count in counts if count is not None]
+    return sum(known) if known else None
 
 
 class FilterModule:

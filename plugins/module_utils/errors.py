@@ -55,3 +55,18 @@ def shown(value, limit=80):
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def json_kind(value):
+    """What a parsed JSON value is, for a message: "null", "a list", "an object" ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"

@@ -15,6 +15,7 @@ import tempfile
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
     PathError,
     UpdaterError,
+    json_kind,
     shown,
 )
 
@@ -83,19 +84,8 @@ def read_json_object(path, unreadable):
         return unreadable(error)
 
     if not isinstance(data, dict):
-        return unreadable(ValueError(f"it holds {_json_kind(data)}, not a JSON object"))
+        return unreadable(ValueError(f"it holds {json_kind(data)}, not a JSON object"))
     return data
-
-
-def _json_kind(value):
-    """How JSON names the kind of a parsed value: "null", "an array", "a number" ..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "a string" if isinstance(value, str) else "an array"
 
 
 def fsync_dir(path):

@@ -19,7 +19,10 @@ import urllib.error
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
-from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import UpdaterError
+from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (
+    UpdaterError,
+    json_kind,
+)
 
 # The options every status-endpoint module shares; the doc fragment status_endpoint documents
 # them and a unit test keeps the two equal.
@@ -56,20 +59,6 @@ def _snippet(text):
     return f'"{text}"'
 
 
-def _json_kind(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -94,6 +83,7 @@ class Status:
         lease_expires_in=None,
         drain_deadline_in=None,
         calls_dropped=None,
+        calls_deferred=None,
     ):
         self.ports_total = ports_total
         self.busy_ports = sorted(busy_ports)
@@ -105,6 +95,7 @@ class Status:
         self.lease_expires_in = lease_expires_in
         self.drain_deadline_in = drain_deadline_in
         self.calls_dropped = calls_dropped
+        self.calls_deferred = calls_deferred
 
     @property
     def ports_busy(self):
@@ -155,7 +146,7 @@ class _Shape:
 
         check, expected = _KINDS[kind]
         if not check(value):
-            self.fail(f"{label} must be {expected}, got {_json_kind(value)}")
+            self.fail(f"{label} must be {expected}, got {json_kind(value)}")
         return value
 
 
@@ -163,7 +154,7 @@ def parse_status(data, where):
     """Validate a /status answer (or the status part of any other answer) into a Status."""
     shape = _Shape(where)
     if not isinstance(data, dict):
-        shape.fail(f"expected a JSON object, got {_json_kind(data)}")
+        shape.fail(f"expected a JSON object, got {json_kind(data)}")
 
     total = shape.get(data, "ports_total", "integer", required=True)
     if total < 0:
@@ -179,7 +170,7 @@ def parse_status(data, where):
     for index, item in enumerate(ports):
         label = f"ports[{index}]"
         if not isinstance(item, dict):
-            shape.fail(f"{label} must be an object, got {_json_kind(item)}")
+            shape.fail(f"{label} must be an object, got {json_kind(item)}")
 
         port = shape.get(item, "port", "integer", required=True, label=f"{label}.port")
         busy = shape.get(item, "busy", "boolean", required=True, label=f"{label}.busy")
@@ -219,6 +210,7 @@ def parse_status(data, where):
         lease_expires_in=lease_expires_in,
         drain_deadline_in=shape.get(drain, "deadline_in", "number", label="drain.deadline_in"),
         calls_dropped=shape.get(data, "calls_dropped", "integer"),
+        calls_deferred=shape.get(data, "calls_deferred", "integer"),
     )
 
 
@@ -546,6 +538,7 @@ class Outcome:
             "version": status.version,
             "mode": status.mode,
             "calls_dropped": status.calls_dropped,
+            "calls_deferred": status.calls_deferred,
             "drain_expired": self.drain_expired,
             "msg": self.msg,
         }

@@ -236,6 +236,14 @@ calls_dropped:
   returned: always
   type: int
   sample: 0
+calls_deferred:
+  description:
+    - Callers the service counts as turned away while it took no new call (leased or
+      draining), when it reports them. A count since the service started; null when the
+      service does not report it or the source is O(command).
+  returned: always
+  type: int
+  sample: 3
 record:
   description:
     - With O(record_dir), what the service's record holds after the run (a lease or a drain

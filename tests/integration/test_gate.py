@@ -421,6 +421,13 @@ def test_a_forced_drain_updates_and_counts_the_calls_it_dropped(pending, tmp_pat
     report = json.loads((pending.dir / "reports" / "ivr01.json").read_text(encoding="utf-8"))
     inbound = [s for s in report["services"] if s["service"] == "IVR Inbound"]
     assert [s["calls_dropped"] for s in inbound] == [status["calls_dropped"]]
+    # The drain turned callers away for 15 s; how many is up to the lab's random calls, but the
+    # report and the summary must carry the count the service gave.
+    away = inbound[0]["calls_turned_away"]
+    assert isinstance(away, int) and away >= 0, inbound
+    assert re.search(
+        rf"ivr01 IVR Inbound: [^\n]*, {away} callers? turned away while it was closed", flat(out)
+    ), out
 
 
 # -- a lease that runs out while another service of the module is waited for ---------------------

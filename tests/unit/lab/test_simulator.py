@@ -751,6 +751,7 @@ def test_lab_up_stop_start_report_down(tmp_path, make_bundle, free_base_port):
                     "wait_seconds": 4.3,
                     "downtime_seconds": 1.5,
                     "calls_dropped": 0,
+                    "calls_turned_away": 3,
                 }
             ],
         }
@@ -775,10 +776,11 @@ def test_lab_up_stop_start_report_down(tmp_path, make_bundle, free_base_port):
     assert reported.returncode == 0
     assert "ivr01: updated (started 2026-12-04T15:00:00Z" in reported.stdout
     assert re.search(
-        r"IVR Inbound\s+ivr_inbound\s+1000 -> 1001\s+6\.3\.2\.0\s+4\.3\s+1\.5\s+0\s+6\.3\.1\.0\s+0",
+        r"IVR Inbound\s+ivr_inbound\s+1000 -> 1001\s+6\.3\.2\.0\s+4\.3\s+1\.5\s+0\s+3\s+6\.3\.1\.0"
+        r"\s+0",
         reported.stdout,
     )
-    assert re.search(r"IVR UpIQ\s+-\s+unchanged(\s+-){4}\s+\(down\)\s+0", reported.stdout)
+    assert re.search(r"IVR UpIQ\s+-\s+unchanged(\s+-){5}\s+\(down\)\s+0", reported.stdout)
     assert reported.stdout.rstrip().endswith("lab: updated ivr01")
     assert down.returncode == 0
     assert labctl.supervisord_pid(lab) is None

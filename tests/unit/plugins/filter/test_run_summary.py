@@ -10,7 +10,7 @@ from ansible_collections.prairiefyre.updater.plugins.filter.run_summary import (
 )
 
 
-def service(name, module, old_id, new_id, *, wait=2.5, down=1.25, dropped=0):
+def service(name, module, old_id, new_id, *, wait=2.5, down=1.25, dropped=0, away=None):
     return {
         "service": name,
         "module": module,
@@ -21,6 +21,7 @@ def service(name, module, old_id, new_id, *, wait=2.5, down=1.25, dropped=0):
         "wait_seconds": wait,
         "downtime_seconds": down,
         "calls_dropped": dropped,
+        "calls_turned_away": away,
     }
 
 
@@ -31,8 +32,8 @@ UPDATED = {
     "product_version": "6.3.2.0",
     "check_mode": False,
     "services": [
-        service("IVR Inbound", "ivr_inbound", 1000, 1001),
-        service("IVR UpIQ", "ivr_upiq", 3000, 3001, wait=10, down=2.5, dropped=1),
+        service("IVR Inbound", "ivr_inbound", 1000, 1001, away=1),
+        service("IVR UpIQ", "ivr_upiq", 3000, 3001, wait=10, down=2.5, dropped=1, away=4),
     ],
 }
 UP_TO_DATE = {"host": "ivr02", "status": "up_to_date", "msg": "ivr02: up to date", "services": []}
@@ -67,13 +68,14 @@ def test_a_mixed_run():
         ("ivr01", "IVR UpIQ", 3000, 3001),
     ]
     assert (summary["calls_dropped"], summary["downtime_seconds"]) == (1, 3.75)
+    assert summary["calls_turned_away"] == 5
     assert (summary["product_version"], summary["check_mode"]) == ("6.3.2.0", False)
     assert summary["lines"] == [
         "5 hosts checked: 1 updated, 1 up to date, 1 waiting, 1 failed, 1 held back",
         "ivr01 IVR Inbound: ivr_inbound 1000 -> 1001, reports 6.3.2.0, waited 2.5 s, "
-        "down 1.2 s, 0 calls dropped",
+        "down 1.2 s, 0 calls dropped, 1 caller turned away while it was closed",
         "ivr01 IVR UpIQ: ivr_upiq 3000 -> 3001, reports 6.3.2.0, waited 10.0 s, "
-        "down 2.5 s, 1 calls dropped",
+        "down 2.5 s, 1 call dropped, 4 callers turned away while it was closed",
         WAITING["msg"],
         "ivr04: record unreadable",
         "ivr05: held back",
@@ -170,8 +172,11 @@ def test_missing_figures_count_as_zero():
         wait_seconds=0.0,
         downtime_seconds=0.0,
         calls_dropped=0,
+        # Not a zero: an unreported count is unknown.
+        calls_turned_away=None,
     )
     assert (summary["calls_dropped"], summary["downtime_seconds"]) == (0, 0)
+    assert summary["calls_turned_away"] is None
 
 
 @pytest.mark.bad_input
@@ -195,3 +200,42 @@ def test_run_summary_refuses(reports, message):
 
 def test_the_filter_is_registered_under_its_name():
     assert FilterModule().filters() == {"run_summary": run_summary}
+
+
+@pytest.mark.parametrize(
+    ("counts", "said", "total"),
+    [
+        # A service that does not count the callers it turns away says nothing about them.
+        ([None, None], ["0 calls dropped", "0 calls dropped"], None),
+        (
+            [None, 0],
+            ["0 calls dropped", "0 calls dropped, 0 callers turned away while it was closed"],
+            0,
+        ),
+        (
+            [2, "3"],
+            [
+                "0 calls dropped, 2 callers turned away while it was closed",
+                "0 calls dropped, 3 callers turned away while it was closed",
+            ],
+            5,
+        ),
+        # A count that makes no sense (a counter reset by a restart) is not shown as one.
+        ([-2, True], ["0 calls dropped", "0 calls dropped"], None),
+    ],
+    ids=["unreported", "partly-reported", "reported", "nonsense"],
+)
+def test_callers_turned_away_are_shown_where_a_service_counts_them(counts, said, total):
+    report = {
+        **UPDATED,
+        "services": [
+            service("IVR Inbound", "ivr_inbound", 1000, 1001, away=counts[0]),
+            service("IVR UpIQ", "ivr_upiq", 3000, 3001, away=counts[1]),
+        ],
+    }
+
+    summary = run_summary([report])
+
+    # What follows the downtime ("down 1.2 s, ") on each service's line.
+    assert [line.split(" s, ")[-1] for line in summary["lines"][1:3]] == said
+    assert summary["calls_turned_away"] == total

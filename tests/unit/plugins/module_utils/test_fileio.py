@@ -62,10 +62,10 @@ def test_a_missing_file_is_none(tmp_path):
     [
         ("{half", "damaged: Expecting property name enclosed in double quotes: line 1 column 2"),
         ("null", "damaged: it holds null, not a JSON object"),
-        ("[1]", "damaged: it holds an array, not a JSON object"),
+        ("[1]", "damaged: it holds a list, not a JSON object"),
         ('"swap"', "damaged: it holds a string, not a JSON object"),
         ("7", "damaged: it holds a number, not a JSON object"),
-        ("true", "damaged: it holds a boolean, not a JSON object"),
+        ("true", "damaged: it holds true/false, not a JSON object"),
     ],
 )
 def test_a_damaged_file_is_the_callers_to_judge(tmp_path, content, said):

@@ -146,6 +146,7 @@ def run_action(client, action, **kwargs):
         ),
         (status_body(version=6), "version must be a string, got a number"),
         (status_body(calls_dropped=1.5), "calls_dropped must be an integer, got a number"),
+        (status_body(calls_deferred="7"), "calls_deferred must be an integer, got a string"),
     ],
 )
 @pytest.mark.bad_input
@@ -195,6 +196,14 @@ def test_parse_status_keeps_lease_and_drain():
 
     assert (status.mode, status.lease_id, status.lease_expires_in) == ("leased", "L1", 12.5)
     assert (status.drain_deadline_in, status.version, status.calls_dropped) == (99, "6.3.1.0", 0)
+    assert status.calls_deferred == 0
+
+
+def test_parse_status_leaves_an_unreported_count_of_turned_away_callers_unknown():
+    data = status_body()
+    del data["calls_deferred"]
+
+    assert st.parse_status(data, "here").calls_deferred is None
 
 
 @pytest.mark.parametrize(
@@ -395,6 +404,7 @@ def test_http_result_keys(fake):
         "version": "6.3.1.0",
         "mode": "leased",
         "calls_dropped": 0,
+        "calls_deferred": 0,
         "drain_expired": False,
         "msg": "IVR Inbound: permission granted, all 16 ports idle; lease abc expires in 900 s",
     }

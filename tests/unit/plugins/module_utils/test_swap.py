@@ -868,7 +868,7 @@ def test_crash_repair_refuses_a_state_it_cannot_explain(layout, monkeypatch):
         ('{"format": 1, "op": "swap", "target": "/elsewhere"}', "does not describe"),
         # A journal that holds no object is damaged, not absent: nothing may run past it.
         ("null", "is unreadable (it holds null, not a JSON object)"),
-        ("[]", "is unreadable (it holds an array, not a JSON object)"),
+        ("[]", "is unreadable (it holds a list, not a JSON object)"),
     ],
     ids=["truncated", "other-target", "null", "list"],
 )

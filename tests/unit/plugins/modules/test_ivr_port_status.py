@@ -38,6 +38,7 @@ def status_body(busy=None, **extra):
         "lease": None,
         "drain": None,
         "calls_dropped": 2,
+        "calls_deferred": 5,
     }
     body.update(extra)
     return body
@@ -217,6 +218,7 @@ def test_grant_returns_the_lease_and_the_port_state(fake, run_module):
         "version": "6.3.1.0",
         "mode": "leased",
         "calls_dropped": 2,
+        "calls_deferred": 5,
         "drain_expired": False,
         "msg": "IVR Inbound: permission granted, all 16 ports idle; lease L1 expires in 900 s",
     }
@@ -556,7 +558,7 @@ def test_check_mode_shows_the_record_and_keeps_it(fake, run_module, tmp_path):
         ("{", "cannot be read"),
         ('{"service": "IVR Inbound", "kind": "lock"}', "is not one this collection writes"),
         ('{"service": "IVR Inbound", "kind": "lease"}', "is not one this collection writes"),
-        ("[]", "cannot be read (it holds an array, not a JSON object)"),
+        ("[]", "cannot be read (it holds a list, not a JSON object)"),
     ],
 )
 def test_a_damaged_record_fails_naming_the_file(fake, run_module, tmp_path, content, msg_part):
