@@ -94,6 +94,16 @@ class Supervisor:
 
         raise self._error("status", rc, text)
 
+    def pid(self):
+        """The program's process ID, or None when supervisorctl names none (it does not run)."""
+        _rc, out, err = self._ctl("status")
+        for line in (out + err).splitlines():
+            words = line.replace(",", " ").split()
+            if words[:1] == [self.name] and "pid" in words[:-1]:
+                value = words[words.index("pid") + 1]
+                return int(value) if value.isdigit() and int(value) > 0 else None
+        return None
+
     def start(self):
         rc, out, err = self._ctl("start")
         self._check_answer("start", rc, out + err)
@@ -186,6 +196,15 @@ class Systemd:
 
     def stop(self):
         self._act("stop")
+
+    def pid(self):
+        """The unit's main process ID, or None when it has none."""
+        _rc, out, _err = self.run_command(
+            [self.systemctl, "show", "--property=MainPID", "--value", self.name],
+            environ_update={"LC_ALL": "C"},
+        )
+        value = out.strip()
+        return int(value) if value.isdigit() and int(value) > 0 else None
 
     def failure_detail(self):
         return f"see journalctl -u {self.name}"

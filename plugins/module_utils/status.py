@@ -84,6 +84,7 @@ class Status:
         drain_deadline_in=None,
         calls_dropped=None,
         calls_deferred=None,
+        pid=None,
     ):
         self.ports_total = ports_total
         self.busy_ports = sorted(busy_ports)
@@ -96,6 +97,7 @@ class Status:
         self.drain_deadline_in = drain_deadline_in
         self.calls_dropped = calls_dropped
         self.calls_deferred = calls_deferred
+        self.pid = pid
 
     @property
     def ports_busy(self):
@@ -211,6 +213,7 @@ def parse_status(data, where):
         drain_deadline_in=shape.get(drain, "deadline_in", "number", label="drain.deadline_in"),
         calls_dropped=shape.get(data, "calls_dropped", "integer"),
         calls_deferred=shape.get(data, "calls_deferred", "integer"),
+        pid=shape.get(data, "pid", "integer"),
     )
 
 
@@ -539,6 +542,7 @@ class Outcome:
             "mode": status.mode,
             "calls_dropped": status.calls_dropped,
             "calls_deferred": status.calls_deferred,
+            "pid": status.pid,
             "drain_expired": self.drain_expired,
             "msg": self.msg,
         }

@@ -111,6 +111,10 @@ class SupervisorRPC:
         """Return the program's raw supervisord state, e.g. RUNNING."""
         return self._call("status", "getProcessInfo", self.name)["statename"]
 
+    def pid(self):
+        """The program's process ID, or None when it does not run."""
+        return self._call("status", "getProcessInfo", self.name).get("pid") or None
+
     def stop(self):
         # wait=True: supervisord answers once the program has stopped (or was killed).
         self._call("stop", "stopProcess", self.name, True, ok=(NOT_RUNNING,))

@@ -114,6 +114,55 @@ def _refuse_unpermitted(layout, services, raw, expect_stopped):
             )
 
 
+def _parent_pid(pid):
+    """The parent of process pid from /proc, or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            # The command name, in parentheses, may hold spaces: count fields after it.
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _runs_in(answering, unit_pid):
+    """Whether process answering is unit_pid or one of its descendants (a wrapper's child)."""
+    pid = answering
+    for _depth in range(32):
+        if pid == unit_pid:
+            return True
+        pid = _parent_pid(pid)
+        if pid is None or pid <= 1:
+            return False
+    return False
+
+
+def _refuse_strangers(layout, to_stop, expect_pids):
+    """A unit is stopped only when the endpoint that gave its permission runs inside it.
+
+    The permission comes from the status endpoint and the stop goes to the unit; when the two
+    name different services (a status URL copied from another host, two units swapped), the
+    unit's own calls were never asked about, and stopping it would cut them off.
+    """
+    for each in to_stop:
+        unit = each.manager.name
+        answering = expect_pids.get(unit)
+        if answering is None:
+            continue
+
+        unit_pid = each.manager.pid()
+        if unit_pid is not None and _runs_in(answering, unit_pid):
+            continue
+        runs = f"runs as process {unit_pid}" if unit_pid else "has no process"
+        raise SwapError(
+            f"{unit} under {each.manager.manager} {runs}, but the status endpoint that gave its "
+            f"permission answers from process {answering}, which is not that process or one it "
+            "started: the service's status URL and its unit name different services, and this "
+            "unit's calls were never asked about; nothing was stopped",
+            module=layout.module,
+            service=unit,
+        )
+
+
 class _Window:
     """One stop, swap, start; remembers how far it got for the failure report."""
 
@@ -213,6 +262,7 @@ def swap_services(
     *,
     keep_backups=DEFAULT_KEEP_BACKUPS,
     expect_stopped=(),
+    expect_pids=None,
     restart=False,
     check_mode=False,
     want_diff=False,
@@ -222,11 +272,18 @@ def swap_services(
 
     When the target differs, every running service stops, the staged tree is swapped in and
     every service starts. When it already matches, only services that do not run start, and
-    running ones restart only with ``restart``.
+    running ones restart only with ``restart``. ``expect_pids`` maps a unit to the process that
+    answered its status endpoint; a unit to stop that does not run it is refused.
     """
-    result, needed, journal = prepare(layout, files, keep_backups, check_mode, want_diff)
-    raw = {each.manager.name: each.manager.state() for each in services}
-    _refuse_unpermitted(layout, services, raw, expect_stopped)
+    try:
+        result, needed, journal = prepare(layout, files, keep_backups, check_mode, want_diff)
+        raw = {each.manager.name: each.manager.state() for each in services}
+        _refuse_unpermitted(layout, services, raw, expect_stopped)
+    except UpdaterError as error:
+        # Said in the result too, so that the caller starts nothing it did not stop (a unit
+        # name that does not exist would fail that start and hide this cause).
+        error.context.update(stopped=[], started=[], swapped=False)
+        raise
 
     bounce = needed or restart
     to_stop = [s for s in services if bounce and _status(s, raw[s.manager.name]) not in NOT_RUNNING]
@@ -248,6 +305,11 @@ def swap_services(
         result["msg"] = _would_msg(layout, result, needed)
         return result
 
+    try:
+        _refuse_strangers(layout, to_stop, expect_pids or {})
+    except UpdaterError as error:
+        error.context.update(stopped=[], started=[], swapped=False)
+        raise
     window = _Window(layout, journal, clock)
     window.open()
     began = clock()

@@ -236,6 +236,14 @@ calls_dropped:
   returned: always
   type: int
   sample: 0
+pid:
+  description:
+    - The process ID the service reports for itself, when it does. The update compares it with
+      the process of the unit it stops, so that a status URL of another service cannot grant
+      the stop of this one.
+  returned: always
+  type: int
+  sample: 4242
 calls_deferred:
   description:
     - Callers the service counts as turned away while it took no new call (leased or

@@ -96,6 +96,16 @@ options:
     type: list
     elements: str
     default: []
+  expect_pids:
+    description:
+      - With O(action=swap) and O(services), the process ID that answered each unit's status
+        endpoint when it gave its permission, by unit. Before anything stops, each unit to
+        stop must run that process or be its ancestor (a wrapper that started it, as far as
+        C(/proc) shows); otherwise the swap fails and nothing is stopped, since the permission
+        came from another service.
+      - Units not named here are not checked.
+    type: dict
+    default: {}
   restart:
     description:
       - With O(services), restart the running ones even when the target already matches (they
@@ -381,6 +391,7 @@ ARGUMENT_SPEC = {
     "keep_backups": {"type": "int", "default": swap.DEFAULT_KEEP_BACKUPS},
     "services": {"type": "list", "elements": "str"},
     "expect_stopped": {"type": "list", "elements": "str", "default": []},
+    "expect_pids": {"type": "dict", "default": {}},
     "restart": {"type": "bool", "default": False},
     "manager": {"type": "str", "choices": ["supervisord", "systemd"]},
     "supervisor_config": {"type": "path"},
@@ -415,11 +426,26 @@ def services_of(module):
     )
 
 
+def expect_pids_of(module):
+    """The expect_pids option with each value a positive integer, or the module fails."""
+    pids = {}
+    for unit, value in module.params["expect_pids"].items():
+        text = str(value).strip()
+        if not text.isdigit() or int(text) < 1:
+            module.fail_json(
+                msg=f"expect_pids: the process ID of {unit} must be a positive integer, got "
+                f"{value!r}"
+            )
+        pids[unit] = int(text)
+    return pids
+
+
 def act(module, layout):
     """Run the action asked for and return the module result."""
     params = module.params
     check = module.check_mode
     action = params["action"]
+    expect_pids = expect_pids_of(module)
     if action == "plan":
         return compare.plan(layout, params["files"], check_mode=check)
     if action == "stage":
@@ -432,6 +458,7 @@ def act(module, layout):
             services,
             keep_backups=params["keep_backups"],
             expect_stopped=params["expect_stopped"],
+            expect_pids=expect_pids,
             restart=params["restart"],
             check_mode=check,
             want_diff=module._diff,

@@ -564,6 +564,70 @@ def test_the_next_run_releases_a_lease_a_cut_off_run_left(pending, tmp_path):
         assert_open(pending, "ivr01", service)
 
 
+MISMATCHES = {
+    # ivr01's IVR Inbound asked at ivr02's endpoint, as a status URL copied from the wrong host
+    # would: ivr02 grants, but ivr01_inbound's own calls were never asked about.
+    "status-url-of-another-host": (
+        ("status_url", 20),
+        r"ivr_inbound \(IVR Inbound\) was not updated to 6\.3\.\d\.0: "
+        r"ivr01_inbound under supervisord runs as process \d+, but the status endpoint that gave "
+        r"its permission answers from process \d+, which is not that process or one it started: "
+        r"the service's status URL and its unit name different services, and this unit's calls "
+        r"were never asked about; nothing was stopped\.",
+    ),
+    # A unit name with a typo: the cause must not be hidden by a start of that unit.
+    "unit-typo": (
+        ("unit", "ivr01_inbund"),
+        r"ivr_inbound \(IVR Inbound\) was not updated to 6\.3\.\d\.0: [^;]*has no program "
+        r"named ivr01_inbund; nothing was stopped\.",
+    ),
+}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("change", "said"), MISMATCHES.values(), ids=MISMATCHES.keys())
+def test_a_unit_and_status_url_that_disagree_stop_nothing(pending, tmp_path, change, said):
+    version = f"6.3.{7 + list(MISMATCHES.values()).index((change, said))}.0"
+    apply_patch(pending, make_patch(pending, tmp_path / "patch", version, ["ivr_inbound"]))
+    port = pending.base_port + 10
+    inbound = {
+        "name": "IVR Inbound",
+        "unit": "ivr01_inbound",
+        "status_url": f"http://127.0.0.1:{port}",
+    }
+    key, value = change
+    # A status URL is given as its port's offset from the lab's base port.
+    inbound[key] = f"http://127.0.0.1:{pending.base_port + value}" if key == "status_url" else value
+    services = [
+        inbound,
+        {
+            "name": "IVR Outbound",
+            "unit": "ivr01_outbound",
+            "status_url": f"http://127.0.0.1:{port + 1}",
+        },
+        {"name": "IVR UpIQ", "unit": "ivr01_upiq", "status_url": f"http://127.0.0.1:{port + 2}"},
+    ]
+    before = (pending.pids(), inbound_id(pending, "ivr01"))
+    dropped = call(pending, "ivr01", "inbound", "/status")["calls_dropped"]
+
+    rc, out, recap = pending.playbook(
+        "update_ivr.yml",
+        "-e",
+        "update_ivr_hosts=ivr01",
+        "-e",
+        json.dumps({"remote_ivr_update_services": services}),
+        *FAST_GATE,
+    )
+
+    assert rc != 0
+    assert re.search(said, flat(out)), out
+    assert (pending.pids(), inbound_id(pending, "ivr01")) == before
+    assert call(pending, "ivr01", "inbound", "/status")["calls_dropped"] == dropped
+    # Every lease the run was granted is given back.
+    for host in ("ivr01", "ivr02"):
+        assert_open(pending, host, "inbound")
+
+
 # -- many updates back to back under load ---------------------------------------------------------
 
 

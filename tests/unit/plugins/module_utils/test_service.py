@@ -243,6 +243,30 @@ def test_systemd_state(reply, state):
     assert systemd(ScriptedRunner(**{"is-active": [reply]})).state() == state
 
 
+@pytest.mark.parametrize(
+    ("reply", "pid"),
+    [
+        (status_line("RUNNING"), 4242),
+        (status_line("STOPPED", "Not started"), None),
+        ((4, "ivr01_inbound: ERROR (no such process)\n", ""), None),
+        # Another program's line does not answer for this one.
+        ((0, "ivr01_inbound_old   RUNNING   pid 77, uptime 0:01:00\n", ""), None),
+    ],
+)
+def test_supervisor_pid(reply, pid):
+    assert supervisor(ScriptedRunner(status=[reply])).pid() == pid
+
+
+@pytest.mark.parametrize(("out", "pid"), [("4242\n", 4242), ("0\n", None), ("", None)])
+def test_systemd_pid(out, pid):
+    runner = ScriptedRunner(show=[(0, out, "")])
+
+    assert systemd(runner).pid() == pid
+    assert runner.calls == [
+        ["/usr/bin/systemctl", "show", "--property=MainPID", "--value", "ivr-inbound.service"]
+    ]
+
+
 @pytest.mark.bad_input
 def test_systemd_errors():
     with pytest.raises(sv.ServiceError) as caught:

@@ -405,6 +405,7 @@ def test_http_result_keys(fake):
         "mode": "leased",
         "calls_dropped": 0,
         "calls_deferred": 0,
+        "pid": 4242,
         "drain_expired": False,
         "msg": "IVR Inbound: permission granted, all 16 ports idle; lease abc expires in 900 s",
     }

@@ -39,15 +39,19 @@ class FakeManager:
     states = service.SUPERVISOR_STATES
     gave_up = ("FATAL", "EXITED")
 
-    def __init__(self, name, events, target, raw="RUNNING", start_fails=False):
+    def __init__(self, name, events, target, raw="RUNNING", *, start_fails=False, pid=None):
         self.name = name
         self.events = events
         self.target = target
         self.raw = raw
         self.start_fails = start_fails
+        self.process = pid
 
     def state(self):
         return self.raw
+
+    def pid(self):
+        return self.process if self.raw == "RUNNING" else None
 
     def stop(self):
         self.events.append(("stop", self.name))
@@ -198,6 +202,41 @@ def test_refusals_come_before_any_stop(layout, case):
     assert (events, read_tree(layout.target)) == ([], OLD)
 
 
+@pytest.mark.parametrize(
+    ("unit_pid", "answering", "stops"),
+    [
+        (os.getpid(), os.getpid(), True),
+        # The endpoint runs in a child of the unit's process (a wrapper started it).
+        (os.getppid(), os.getpid(), True),
+        # The endpoint of another service: this unit's calls were never asked about.
+        (os.getpid(), os.getppid(), False),
+    ],
+    ids=["same-process", "child-of-the-unit", "another-service"],
+)
+def test_a_unit_stops_only_when_its_own_endpoint_gave_the_permission(
+    layout, unit_pid, answering, stops
+):
+    staged(layout)
+    events = []
+    units = services(layout, events, pid=unit_pid)
+
+    if stops:
+        result = window.swap_services(layout, FILES, units, expect_pids={"unit0": answering})
+        assert result["stopped"] == ["unit0"]
+        return
+
+    with pytest.raises(SwapError) as caught:
+        window.swap_services(layout, FILES, units, expect_pids={"unit0": answering})
+
+    assert str(caught.value) == (
+        f"unit0 under fake runs as process {unit_pid}, but the status endpoint that gave its "
+        f"permission answers from process {answering}, which is not that process or one it "
+        "started: the service's status URL and its unit name different services, and this "
+        "unit's calls were never asked about; nothing was stopped"
+    )
+    assert (events, read_tree(layout.target)) == ([], OLD)
+
+
 def test_a_failed_start_reports_the_swap_and_leaves_a_backup_to_roll_back(layout):
     staged(layout)
     events = []
@@ -284,7 +323,7 @@ class RecordingSupervisor:
 
     def getProcessInfo(self, name):  # noqa: N802 - supervisord's method name
         self.calls.append("getProcessInfo")
-        return {"statename": self.statename}
+        return {"statename": self.statename, "pid": 4242 if self.statename == "RUNNING" else 0}
 
     def stopProcess(self, name, wait):  # noqa: N802
         self.calls.append(f"stopProcess wait={wait}")
@@ -314,3 +353,22 @@ def test_over_xml_rpc_nothing_but_the_renames_sits_between_the_stop_and_the_star
         "getProcessInfo",
     ]
     assert (result["stopped"], result["started"], result["swapped"]) == (["unit0"], ["unit0"], True)
+
+
+@pytest.mark.parametrize(("answering", "stops"), [(4242, True), (999999, False)])
+def test_over_xml_rpc_the_units_process_is_read_before_its_stop(layout, answering, stops):
+    staged(layout)
+    calls = []
+    proxy = type("Proxy", (), {})()
+    proxy.supervisor = RecordingSupervisor(layout.target, calls)
+    unit = supervisor_rpc.SupervisorRPC("unit0", "/etc/sv.conf", "unix:///sv.sock", proxy)
+    units = [service.ServiceController(unit, timeout=5, sleep=lambda s: None)]
+
+    if stops:
+        window.swap_services(layout, FILES, units, expect_pids={"unit0": answering})
+        assert calls[:3] == ["getProcessInfo", "getProcessInfo", "stopProcess wait=True"]
+        return
+
+    with pytest.raises(SwapError, match="unit0 under supervisord runs as process 4242, but"):
+        window.swap_services(layout, FILES, units, expect_pids={"unit0": answering})
+    assert calls == ["getProcessInfo", "getProcessInfo"]

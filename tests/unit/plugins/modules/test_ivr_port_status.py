@@ -39,6 +39,7 @@ def status_body(busy=None, **extra):
         "drain": None,
         "calls_dropped": 2,
         "calls_deferred": 5,
+        "pid": 4321,
     }
     body.update(extra)
     return body
@@ -219,6 +220,7 @@ def test_grant_returns_the_lease_and_the_port_state(fake, run_module):
         "mode": "leased",
         "calls_dropped": 2,
         "calls_deferred": 5,
+        "pid": 4321,
         "drain_expired": False,
         "msg": "IVR Inbound: permission granted, all 16 ports idle; lease L1 expires in 900 s",
     }

@@ -145,6 +145,16 @@ BAD_CASES = [
         id="commit-without-version",
     ),
     pytest.param(
+        {"action": "swap", "expect_pids": {"ivr01_inbound": "4242x"}},
+        "expect_pids: the process ID of ivr01_inbound must be a positive integer, got '4242x'",
+        id="expect-pids-not-a-number",
+    ),
+    pytest.param(
+        {"action": "swap", "expect_pids": {"ivr01_inbound": 0}},
+        "expect_pids: the process ID of ivr01_inbound must be a positive integer, got 0",
+        id="expect-pids-zero",
+    ),
+    pytest.param(
         {"action": "deploy"},
         "value of action must be one of: plan, stage, swap, rollback, commit, got: deploy",
         id="unknown-action",
