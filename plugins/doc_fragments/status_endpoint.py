@@ -41,7 +41,8 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for one HTTP answer.
+      - Seconds to wait for one HTTP answer, from the request until its last byte. An answer
+        larger than 1 MiB is refused.
       - Does not apply to O(command), which must end on its own.
     type: float
     default: 10

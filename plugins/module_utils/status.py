@@ -38,6 +38,10 @@ ENDPOINT_REQUIRED_ONE_OF = [["url", "command"]]
 ENDPOINT_REQUIRED_BY = {"token": "url"}
 
 POLL_INTERVAL = 0.5
+# A status answer is a few kilobytes; a larger one is not a status service's, and reading it
+# whole would hold the host's memory and the run.
+MAX_ANSWER_BYTES = 1024 * 1024
+READ_CHUNK = 64 * 1024
 COMMAND_SERVICE_ENV = "PRAIRIEFYRE_IVR_SERVICE"
 LINE_FORMAT = "port=<n> state=busy|idle call_seconds=<s>"
 MODES = ("open", "leased", "draining")
@@ -267,6 +271,37 @@ def parse_port_lines(text, where):
     return Status(ports_total=len(seen), busy_ports=busy_ports, longest_call_seconds=longest)
 
 
+class AnswerTooSlow(Exception):
+    """The answer's bytes kept coming, but not all of them within the time allowed."""
+
+
+class AnswerTooLarge(Exception):
+    """The answer is larger than any status answer."""
+
+
+def read_answer(response, seconds, limit=MAX_ANSWER_BYTES, clock=time.monotonic):
+    """The body of response, read within ``seconds`` in all and at most ``limit`` bytes long.
+
+    The socket's own timeout bounds each read only, so an endpoint that sends a byte now and
+    then would hold the run for as long as it likes; this bounds the whole answer.
+    """
+    deadline = clock() + seconds
+    read = getattr(response, "read1", None) or response.read
+    chunks = []
+    size = 0
+    while True:
+        chunk = read(READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge()
+        chunks.append(chunk)
+        if clock() > deadline:
+            raise AnswerTooSlow()
+
+
 def _decode_json(body, where):
     text = body.decode("utf-8", errors="replace")
     try:
@@ -280,8 +315,8 @@ def _decode_json(body, where):
 def _error_detail(error):
     """Return the server's own words for a refused request: its JSON "error", or the body."""
     try:
-        body = error.read().decode("utf-8", errors="replace")
-    except (OSError, AttributeError):
+        body = read_answer(error, 5, limit=READ_CHUNK).decode("utf-8", errors="replace")
+    except (OSError, AttributeError, AnswerTooSlow, AnswerTooLarge):
         body = ""
 
     try:
@@ -401,7 +436,16 @@ class HttpSource:
                 use_netrc=False,
                 http_agent="prairiefyre.updater",
             )
-            payload = response.read()
+            payload = read_answer(response, self.timeout)
+        except AnswerTooSlow:
+            cause = f"the answer did not arrive in full within {self.timeout:g} s"
+            raise StatusError(f"{where}: {cause}", where=where) from None
+        except AnswerTooLarge:
+            cause = (
+                f"the answer is larger than {MAX_ANSWER_BYTES // 1024} KiB, far more than a "
+                "status answer; is the url the service's status endpoint?"
+            )
+            raise StatusError(f"{where}: {cause}", where=where) from None
         except urllib.error.HTTPError as error:
             raise self._http_error(where, error) from None
         except urllib.error.URLError as error:

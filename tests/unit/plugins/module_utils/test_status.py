@@ -5,10 +5,12 @@ HTTP cases run against a scripted service on 127.0.0.1 (port 0) in this process;
 drives the lab's simulator as a subprocess.
 """
 
+import http.server
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -1038,3 +1040,129 @@ def test_simulator_refuses_a_wrong_token(simulator):
         client.query()
 
     assert str(caught.value) == f"IVR Inbound at {url}/status: token refused (HTTP 401)"
+
+
+# -- reading an answer within bounds -----------------------------------------------------------
+
+
+class DrippingResponse:
+    """An answer that arrives in the given chunks, each after `step` seconds of a fake clock."""
+
+    def __init__(self, chunks, clock, step):
+        self.chunks = list(chunks)
+        self.clock = clock
+        self.step = step
+        self.asked = []
+
+    def read1(self, size):
+        self.asked.append(size)
+        self.clock.now += self.step
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_read_answer_joins_the_chunks():
+    clock = Clock()
+    response = DrippingResponse([b'{"ports', b'_total": 4}'], clock, step=0.1)
+
+    assert st.read_answer(response, 10, clock=clock) == b'{"ports_total": 4}'
+    assert response.asked == [st.READ_CHUNK] * 3
+
+
+@pytest.mark.bad_input
+def test_read_answer_ends_a_drip_at_the_deadline():
+    clock = Clock()
+    # One byte every 3 s, for far longer than the 10 s allowed.
+    response = DrippingResponse([b"{"] * 1000, clock, step=3)
+
+    with pytest.raises(st.AnswerTooSlow):
+        st.read_answer(response, 10, clock=clock)
+
+    assert len(response.asked) == 4
+    assert clock.now == 112
+
+
+@pytest.mark.bad_input
+def test_read_answer_refuses_an_answer_larger_than_the_limit():
+    clock = Clock()
+    response = DrippingResponse([b"x" * 600, b"x" * 600, b"x" * 600], clock, step=0)
+
+    with pytest.raises(st.AnswerTooLarge):
+        st.read_answer(response, 10, limit=1000, clock=clock)
+
+    assert len(response.asked) == 2
+
+
+def test_read_answer_falls_back_to_read_without_read1():
+    response = type("Plain", (), {})()
+    parts = [b"{}", b""]
+    response.read = lambda size: parts.pop(0)
+
+    assert st.read_answer(response, 10) == b"{}"
+
+
+class OddAnswers:
+    """A real HTTP server on 127.0.0.1 whose answer drips a byte at a time, or is huge."""
+
+    def __init__(self, kind):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                size = 2 * st.MAX_ANSWER_BYTES if kind == "huge" else 1000
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                try:
+                    if kind == "huge":
+                        self.wfile.write(b" " * size)
+                        return
+                    for _byte in range(size):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    # The client gave up, as it should.
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("kind", "cause"),
+    [
+        ("drip", "the answer did not arrive in full within 0.5 s"),
+        (
+            "huge",
+            "the answer is larger than 1024 KiB, far more than a status answer; is the url the "
+            "service's status endpoint?",
+        ),
+    ],
+)
+def test_an_answer_that_drips_or_floods_ends_the_request(kind, cause):
+    server = OddAnswers(kind)
+    try:
+        # Each dripped byte comes within the socket timeout: only the bound on the whole answer
+        # can end the request before the 100 s the drip takes.
+        with pytest.raises(st.StatusError) as caught:
+            http_client(server.url, timeout=0.5).query()
+    finally:
+        server.close()
+
+    assert str(caught.value) == f"IVR Inbound at {server.url}/status: {cause}"
