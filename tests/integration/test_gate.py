@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -626,6 +627,70 @@ def test_a_unit_and_status_url_that_disagree_stop_nothing(pending, tmp_path, cha
     # Every lease the run was granted is given back.
     for host in ("ivr01", "ivr02"):
         assert_open(pending, host, "inbound")
+
+
+def ivr01_vars(tmp_path, **settings):
+    """A second inventory source that gives ivr01 alone these settings, over the lab's."""
+    path = tmp_path / "ivr01.yml"
+    hosts = {"ivr01": settings}
+    path.write_text(json.dumps({"ivr_servers": {"hosts": hosts}}), encoding="utf-8")
+    return ("-i", str(path))
+
+
+@pytest.mark.bad_input
+def test_one_hosts_bad_setting_fails_it_alone_and_the_others_update(pending, tmp_path):
+    # Batches of one host each: a host failing in the serial update play would end the run
+    # before ivr02's turn. The setting is refused in the check play instead.
+    apply_patch(pending, make_patch(pending, tmp_path / "patch", "6.3.9.0", ["ivr_inbound"]))
+    new = pending.enterprise_manifest()["modules"]["ivr_inbound"]["manifest_id"]
+    before = (pending.pids()["ivr01_inbound"], inbound_id(pending, "ivr01"))
+
+    rc, out, recap = pending.playbook(
+        "update_ivr.yml",
+        *ivr01_vars(tmp_path, remote_ivr_update_permission_delay=-5),
+        "-e",
+        "update_ivr_max_capacity_share=0.5",
+    )
+
+    assert rc != 0
+    said = flat(out)
+    assert "2 hosts checked: 1 updated, 0 up to date, 0 waiting, 1 failed, 0 held back" in said, out
+    assert (
+        "ivr01: not checked: remote_ivr_update_permission_delay is -5; it must be a positive "
+        "number of seconds between two polls; nothing was stopped"
+    ) in said, out
+    assert {host: recap[host]["failed"] for host in ("ivr01", "ivr02")} == {"ivr01": 1, "ivr02": 0}
+    assert inbound_id(pending, "ivr02") == new
+    assert (pending.pids()["ivr01_inbound"], inbound_id(pending, "ivr01")) == before
+
+
+@pytest.mark.bad_input
+def test_a_package_the_enterprise_lacks_fails_only_the_hosts_that_need_it(pending, tmp_path):
+    # After the test above ivr02 is up to date and ivr01 still needs IVR Inbound's package.
+    new = pending.enterprise_manifest()["modules"]["ivr_inbound"]["manifest_id"]
+    assert inbound_id(pending, "ivr02") == new
+    package = pending.dir / "enterprise" / "dist" / "packages" / "ivr_inbound" / str(new)
+    kept = tmp_path / "kept"
+    shutil.move(package, kept)
+    # ivr02's update left the package in the controller's cache, which a download trusts.
+    shutil.rmtree(pending.dir / "cache" / "packages" / "ivr_inbound" / str(new))
+    before = (pending.pids(), inbound_id(pending, "ivr01"))
+    try:
+        rc, out, recap = pending.playbook("update_ivr.yml")
+    finally:
+        shutil.move(kept, package)
+
+    assert rc != 0
+    said = flat(out)
+    assert "2 hosts checked: 0 updated, 1 up to date, 0 waiting, 1 failed, 0 held back" in said, out
+    assert re.search(
+        r"ivr01: not checked: could not download from the enterprise: [^;]*"
+        rf"ivr_inbound/{new}/version\.txt \(HTTP Error 404: File not found\); nothing was "
+        r"stopped",
+        said,
+    ), out
+    assert {host: recap[host]["failed"] for host in ("ivr01", "ivr02")} == {"ivr01": 1, "ivr02": 0}
+    assert (pending.pids(), inbound_id(pending, "ivr01")) == before
 
 
 # -- many updates back to back under load ---------------------------------------------------------
