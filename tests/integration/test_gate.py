@@ -168,6 +168,10 @@ def pending(lab, tmp_path_factory):
 # -- settings that would make the gate meaningless ----------------------------------------------
 
 REFUSED = {
+    "remote_ivr_update_keep_backups=0": (
+        "ivr01: remote_ivr_update_keep_backups is 0; it must be at least 1, or a version that "
+        "does not start could not be rolled back."
+    ),
     "remote_ivr_update_permission_retries=0": (
         "ivr01: remote_ivr_update_permission_retries is 0; it must be at least 1, or a service "
         "that is busy at the first poll could never grant the update."

@@ -187,3 +187,37 @@ def test_a_limited_run_still_fails_a_host_that_never_got_permission(lab):
     assert recap["ivr02"]["failed"] == 1, out
     assert "1 waiting" in out, out
     assert lab.pids()["ivr02_inbound"] == before["ivr02_inbound"]
+
+
+RUN_SETTINGS = {
+    "update_ivr_max_fail_percentage=100%": (
+        "update_ivr_max_fail_percentage is 100%; it must be a number from 0 to 100, the "
+        "percentage of failed updates after which no new batch starts; nothing was checked or "
+        "stopped."
+    ),
+    "update_ivr_max_fail_percentage=abc": (
+        "update_ivr_max_fail_percentage is abc; it must be a number from 0 to 100"
+    ),
+    "update_ivr_max_capacity_share=0": (
+        "update_ivr_max_capacity_share is 0; it must be a number above 0 and at most 1, the "
+        "share of the fleet's IVR capacity updated at once; nothing was checked or stopped."
+    ),
+    "update_ivr_max_capacity_share=25%": "update_ivr_max_capacity_share is 25%; it must be",
+    "update_ivr_capacity=-4": (
+        "update_ivr_capacity of ivr01 is -4; it must be a whole number of 0 or more (its IVR "
+        "ports, say); nothing was checked or stopped."
+    ),
+}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("setting", list(RUN_SETTINGS))
+def test_a_bad_run_setting_is_refused_before_anything_is_read(lab, setting):
+    before = lab.pids()
+
+    rc, out, recap = lab.playbook("update_ivr.yml", "-e", setting)
+
+    assert rc != 0
+    assert RUN_SETTINGS[setting] in " ".join(out.split()), out
+    assert "Read, verify and validate the enterprise manifest" not in out
+    assert lab.pids() == before
