@@ -46,6 +46,12 @@ class ServiceError(UpdaterError):
     """A service could not be queried, started or stopped."""
 
 
+def positive_pid(value):
+    """A process ID given as text or number, or None when it is not a positive whole number."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
 def find_supervisorctl(configured=None, executable=None, which=shutil.which):
     """Return the supervisorctl to use: the option, the one beside Python, or the one on PATH.
 
@@ -100,8 +106,7 @@ class Supervisor:
         for line in (out + err).splitlines():
             words = line.replace(",", " ").split()
             if words[:1] == [self.name] and "pid" in words[:-1]:
-                value = words[words.index("pid") + 1]
-                return int(value) if value.isdigit() and int(value) > 0 else None
+                return positive_pid(words[words.index("pid") + 1])
         return None
 
     def start(self):
@@ -203,8 +208,7 @@ class Systemd:
             [self.systemctl, "show", "--property=MainPID", "--value", self.name],
             environ_update={"LC_ALL": "C"},
         )
-        value = out.strip()
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        return positive_pid(out)
 
     def failure_detail(self):
         return f"see journalctl -u {self.name}"

@@ -19,6 +19,7 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils.service import
     STDERR_TAIL_LINES,
     SUPERVISOR_STATES,
     ServiceError,
+    positive_pid,
 )
 
 # supervisord's fault codes (supervisor.xmlrpc.Faults).
@@ -113,7 +114,7 @@ class SupervisorRPC:
 
     def pid(self):
         """The program's process ID, or None when it does not run."""
-        return self._call("status", "getProcessInfo", self.name).get("pid") or None
+        return positive_pid(self._call("status", "getProcessInfo", self.name).get("pid"))
 
     def stop(self):
         # wait=True: supervisord answers once the program has stopped (or was killed).

@@ -7,6 +7,7 @@ before the first stop (``swap.prepare``) and the bookkeeping after the last star
 for the three steps also keeps the controller's per-task overhead out of the window.
 """
 
+import contextlib
 import os
 import time
 
@@ -163,6 +164,18 @@ def _refuse_strangers(layout, to_stop, expect_pids):
         )
 
 
+@contextlib.contextmanager
+def _before_any_stop():
+    """A refusal raised here says in its result that nothing was stopped or started, so that
+    the caller starts nothing it did not stop (a unit name that does not exist would fail
+    that start and hide the cause)."""
+    try:
+        yield
+    except UpdaterError as error:
+        error.context.update(stopped=[], started=[], swapped=False)
+        raise
+
+
 class _Window:
     """One stop, swap, start; remembers how far it got for the failure report."""
 
@@ -275,15 +288,10 @@ def swap_services(
     running ones restart only with ``restart``. ``expect_pids`` maps a unit to the process that
     answered its status endpoint; a unit to stop that does not run it is refused.
     """
-    try:
+    with _before_any_stop():
         result, needed, journal = prepare(layout, files, keep_backups, check_mode, want_diff)
         raw = {each.manager.name: each.manager.state() for each in services}
         _refuse_unpermitted(layout, services, raw, expect_stopped)
-    except UpdaterError as error:
-        # Said in the result too, so that the caller starts nothing it did not stop (a unit
-        # name that does not exist would fail that start and hide this cause).
-        error.context.update(stopped=[], started=[], swapped=False)
-        raise
 
     bounce = needed or restart
     to_stop = [s for s in services if bounce and _status(s, raw[s.manager.name]) not in NOT_RUNNING]
@@ -305,11 +313,8 @@ def swap_services(
         result["msg"] = _would_msg(layout, result, needed)
         return result
 
-    try:
+    with _before_any_stop():
         _refuse_strangers(layout, to_stop, expect_pids or {})
-    except UpdaterError as error:
-        error.context.update(stopped=[], started=[], swapped=False)
-        raise
     window = _Window(layout, journal, clock)
     window.open()
     began = clock()

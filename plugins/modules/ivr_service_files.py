@@ -374,6 +374,9 @@ from ansible_collections.prairiefyre.updater.plugins.module_utils import (  # no
 from ansible_collections.prairiefyre.updater.plugins.module_utils.errors import (  # noqa: E402
     UpdaterError,
 )
+from ansible_collections.prairiefyre.updater.plugins.module_utils.service import (  # noqa: E402
+    positive_pid,
+)
 
 ARGUMENT_SPEC = {
     "action": {
@@ -430,13 +433,12 @@ def expect_pids_of(module):
     """The expect_pids option with each value a positive integer, or the module fails."""
     pids = {}
     for unit, value in module.params["expect_pids"].items():
-        text = str(value).strip()
-        if not text.isdigit() or int(text) < 1:
+        pids[unit] = positive_pid(value)
+        if pids[unit] is None:
             module.fail_json(
                 msg=f"expect_pids: the process ID of {unit} must be a positive integer, got "
                 f"{value!r}"
             )
-        pids[unit] = int(text)
     return pids
 
 
